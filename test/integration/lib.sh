@@ -66,7 +66,7 @@ dfs_start_metad() { # [extra -o key=value ...]
     METAD_PORT=${METAD_PORT:-$(dfs_free_port)}
     RAFT_PORT=${RAFT_PORT:-$(dfs_free_port)}
     mkdir -p "$T/metad"
-    "$BIN/metad" -f -o listen=127.0.0.1:$METAD_PORT -o raft_listen=127.0.0.1:$RAFT_PORT \
+    "$BIN/metad" -f -o listen=${METAD_HOST:-127.0.0.1}:$METAD_PORT -o raft_listen=127.0.0.1:$RAFT_PORT \
         -o data_dir="$T/metad" -o http_listen= -o server_timeout_ms=${SERVER_TIMEOUT_MS:-3000} \
         "$@" >>"$T/metad.log" 2>&1 &
     METAD_PID=$!
@@ -101,6 +101,37 @@ dfs_start_chunkd() { # index [extra -o key=value ...]
     wait_until 20 port_open "${CHUNKD_PORT[$i]}" || fail "chunkd $i did not open its port"
     log "chunkd $i pid ${CHUNKD_PID[$i]} port ${CHUNKD_PORT[$i]}"
 }
+
+# A chunkd on its own "host": a network namespace joined to the root one by a
+# veth pair (10.213.<i>.0/24, the project's own test addresses), so the link can
+# be cut with `dfs_link i down` the way a switch port or cable dies.
+# Needs METAD_HOST=0.0.0.0 so metad is reachable from the namespace.
+dfs_start_chunkd_ns() { # index [extra -o key=value ...]
+    local i=$1; shift
+    local ns=dfs-itest-$$-$i va=dfsv$$a$i vb=dfsv$$b$i
+    ns=${ns:0:30}; va=${va:0:15}; vb=${vb:0:15}
+    ip netns add "$ns" || fail "ip netns add"
+    DFS_NETNS+=("$ns")
+    ip link add "$va" type veth peer name "$vb" || fail "veth"
+    ip link set "$vb" netns "$ns"
+    ip addr add 10.213.$i.1/24 dev "$va"; ip link set "$va" up
+    ip netns exec "$ns" ip addr add 10.213.$i.2/24 dev "$vb"
+    ip netns exec "$ns" ip link set "$vb" up
+    ip netns exec "$ns" ip link set lo up
+    CHUNKD_VETH[$i]=$va
+    CHUNKD_PORT[$i]=${CHUNKD_PORT[$i]:-$(dfs_free_port)}
+    CHUNKD_DIR[$i]=${CHUNKD_DIR[$i]:-$T/chunk$i}
+    mkdir -p "${CHUNKD_DIR[$i]}"
+    ip netns exec "$ns" "$BIN/chunkd" -f -o listen=10.213.$i.2:${CHUNKD_PORT[$i]} \
+        -o data_dir="${CHUNKD_DIR[$i]}" -o metad=10.213.$i.1:$METAD_PORT -o label=nshost$i "$@" \
+        >>"$T/chunkd$i.log" 2>&1 &
+    CHUNKD_PID[$i]=$!
+    wait_until 20 bash -c "exec 3<>/dev/tcp/10.213.$i.2/${CHUNKD_PORT[$i]}" 2>/dev/null ||
+        fail "chunkd $i (netns) did not open its port"
+    log "chunkd $i in netns $ns pid ${CHUNKD_PID[$i]} at 10.213.$i.2:${CHUNKD_PORT[$i]}"
+}
+declare -a CHUNKD_VETH=()
+dfs_link() { ip link set "${CHUNKD_VETH[$1]}" "$2"; log "link of chunkd $1 $2"; }
 
 dfs_stop_chunkd() { # index [signal]
     local i=$1 sig=${2:-TERM}
@@ -164,3 +195,12 @@ dfs_cleanup() {
 declare -a DFS_NETNS=()
 trap dfs_cleanup EXIT
 trap 'exit 143' TERM INT
+
+# "chunks: T total, H healthy, U under-goal, O over-goal, M missing" -> fields
+dfs_chunk_health() { # prints "T H U O M"
+    dfsctl status 2>/dev/null | sed -n 's/^chunks: *\([0-9]*\) total, *\([0-9]*\) healthy, *\([0-9]*\) under-goal, *\([0-9]*\) over-goal, *\([0-9]*\) missing.*/\1 \2 \3 \4 \5/p' | head -n1
+}
+# True when every chunk is at its goal (no under-goal, no missing).
+all_healthy() { local h; h=($(dfs_chunk_health)); [ ${#h[@]} = 5 ] && [ "${h[2]}" = 0 ] && [ "${h[4]}" = 0 ] && [ "${h[3]}" = 0 ]; }
+# Count chunk files under a chunkd data dir.
+chunk_files() { find "$1" -name '*.chk' 2>/dev/null | wc -l; }
