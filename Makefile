@@ -74,7 +74,7 @@ $(B)/obj/common/codec.o: common/codec_tables.h
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(filter test/%,$<),$(CHECK_CFLAGS) -Itest/lib) -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(filter test/% bench/%,$<),$(CHECK_CFLAGS) -Itest/lib -Imetad -Ichunkd -Ifuse-client) -c $< -o $@
 
 define mklib
 $(1): $(call obj,$(2))

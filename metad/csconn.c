@@ -1,0 +1,203 @@
+/* csconn.c - metad's links to chunkd: REGISTER/REPORT/HEARTBEAT in, SETVERSION/TRUNCATE/DELETE out. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mserv.h"
+#include "util.h"
+
+/*
+ * A chunkd opens one connection to metad and keeps it; metad sends its own
+ * requests (SETVERSION, TRUNCATE, DELETE) back over that same connection.
+ * The server struct (chunks.h) holds the conn with a reference while it is
+ * registered.
+ */
+
+static void attach(struct cm_server *s, struct rpc_conn *c)
+{
+    if (s->conn == c) return;
+    if (s->conn) rpc_conn_unref(s->conn);
+    rpc_conn_ref(c);
+    s->conn = c;
+    /* remember which server this conn belongs to, for on_disconnected */
+    rpc_conn_set_data(c, (void *)(uintptr_t)s->id);
+}
+
+struct regctx {
+    struct rpc_req *req;
+};
+
+static void do_register(struct metad *m, struct rpc_req *req, uint32_t id)
+{
+    const struct dfs_msg_register *b = req->f.body;
+    struct cm_server *s = chunks_server_register(m->cm, id, b->host.ptr, (int)b->port,
+                                                 b->label.ptr, b->dirs, b->dirs_count);
+    attach(s, req->conn);
+    log_notice("chunkd %u registered: %s:%u label \"%s\", %u dirs, %llu bytes free", id,
+               s->host, b->port, s->label, b->dirs_count, (unsigned long long)s->avail);
+    struct dfs_msg_register_resp r = {.status = DFS_OK, .server_id = id};
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void newid_done(void *arg, int status, struct fs_result *res)
+{
+    struct regctx *x = arg;
+    if (status != DFS_OK || res->status != DFS_OK) {
+        rpc_reply_status(x->req, (uint32_t)(status != DFS_OK ? status : res->status));
+    } else {
+        do_register(metad_g, x->req, (uint32_t)res->val);
+    }
+    free(x);
+}
+
+void csconn_register(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (!journal_ready(m->j)) return (void)rpc_reply_status(req, DFS_ENOTLEADER);
+    const struct dfs_msg_register *b = req->f.body;
+    if (b->server_id) {
+        struct cm_server *s = chunks_server(m->cm, b->server_id);
+        if (s && s->conn && s->conn != req->conn && s->state != DFS_SS_DOWN) {
+            log_warn("chunkd %u registers again from %s while still connected; taking the new link",
+                     b->server_id, rpc_conn_peer_name(req->conn));
+        }
+        return do_register(m, req, b->server_id);
+    }
+    /* First start of this chunkd: allocate an id through the log so it is
+     * never handed out twice. */
+    struct regctx *x = calloc(1, sizeof(*x));
+    if (!x) return (void)rpc_reply_status(req, DFS_ENOMEM);
+    x->req = req;
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_SERVER_NEW;
+    op.now = dfs_now_ns();
+    if (journal_submit(m->j, &op, newid_done, x) != DFS_OK) {
+        free(x);
+        rpc_reply_status(req, DFS_ENOTLEADER);
+    }
+}
+
+void csconn_report(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    const struct dfs_msg_report *b = req->f.body;
+    struct cm_server *s = chunks_server(m->cm, b->server_id);
+    if (!s || !s->registered) return (void)rpc_reply_status(req, DFS_ENOENT);
+    attach(s, req->conn);
+    unsigned orphans = 0, stale = 0;
+    for (uint32_t i = 0; i < b->chunks_count; i++) {
+        const struct dfs_chunkrep *r = &b->chunks[i];
+        if (chunks_report(m->cm, s->id, r)) {
+            if (!chunks_get(m->cm, r->chunk_id)) {
+                /* No file owns it (deleted while this server was away). */
+                if (journal_ready(m->j)) csconn_delete(m, s->id, r->chunk_id, r->version);
+                orphans++;
+            } else {
+                stale++;
+            }
+        }
+    }
+    if (orphans || stale)
+        log_info("chunkd %u report: %u chunks, %u orphans deleted, %u stale", s->id,
+                 b->chunks_count, orphans, stale);
+    rpc_reply_status(req, DFS_OK);
+}
+
+void csconn_heartbeat(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    const struct dfs_msg_heartbeat *b = req->f.body;
+    int st = chunks_server_heartbeat(m->cm, b, dfs_now_ns());
+    if (st == DFS_OK) {
+        struct cm_server *s = chunks_server(m->cm, b->server_id);
+        attach(s, req->conn);
+    }
+    rpc_reply_status(req, (uint32_t)st);
+}
+
+void csconn_disconnected(struct rpc_conn *c)
+{
+    struct metad *m = metad_g;
+    uint32_t id = (uint32_t)(uintptr_t)rpc_conn_data(c);
+    struct cm_server *s = chunks_server(m->cm, id);
+    if (!s || s->conn != c) return;
+    log_notice("chunkd %u disconnected", id);
+    chunks_server_lost(m->cm, id); /* clears s->conn */
+    rpc_conn_unref(c);
+}
+
+/* ----- metad -> chunkd ----- */
+
+struct callctx {
+    void (*cb)(void *arg, uint32_t server_id, int status);
+    void *arg;
+    uint32_t server_id;
+    uint64_t chunk;
+    uint32_t version; /* TRUNCATE: version the replica should now have */
+};
+
+static void call_done(void *arg, int status, struct dfs_frame *reply)
+{
+    struct callctx *x = arg;
+    int st = status == DFS_OK ? (int)reply->status : status;
+    if (x->cb) {
+        x->cb(x->arg, x->server_id, st);
+    } else if (st != DFS_OK && st != DFS_ENOCHUNK) {
+        log_info("chunkd %u: chunk %llu: %s", x->server_id, (unsigned long long)x->chunk,
+                 dfs_strerror(st));
+        /* A failed TRUNCATE leaves that copy behind: mark it stale. */
+        struct cm_chunk *c = x->version ? chunks_get(metad_g->cm, x->chunk) : NULL;
+        for (unsigned i = 0; c && i < c->nrep; i++)
+            if (c->reps[i].server_id == x->server_id) c->reps[i].state = DFS_RS_STALE;
+    }
+    rpc_frame_release(reply);
+    free(x);
+}
+
+static int call(struct metad *m, uint32_t server_id, unsigned op, const void *body,
+                struct callctx *x)
+{
+    struct cm_server *s = chunks_server(m->cm, server_id);
+    if (!s || !s->conn || !rpc_conn_ready(s->conn)) {
+        free(x);
+        return DFS_ECONN;
+    }
+    int st = rpc_call(s->conn, op, body, m->o.rpc_timeout_ms, call_done, x);
+    if (st != DFS_OK) free(x);
+    return st;
+}
+
+int csconn_setversion(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t oldv,
+                      uint32_t newv, void (*cb)(void *arg, uint32_t server_id, int status),
+                      void *arg)
+{
+    struct callctx *x = calloc(1, sizeof(*x));
+    if (!x) return DFS_ENOMEM;
+    *x = (struct callctx){cb, arg, server_id, chunk, 0};
+    struct dfs_msg_setversion b = {.chunk_id = chunk, .old_version = oldv, .version = newv};
+    return call(m, server_id, DFS_OP_SETVERSION, &b, x);
+}
+
+int csconn_truncate(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t oldv,
+                    uint32_t newv, uint64_t length)
+{
+    struct callctx *x = calloc(1, sizeof(*x));
+    if (!x) return DFS_ENOMEM;
+    *x = (struct callctx){NULL, NULL, server_id, chunk, newv};
+    struct dfs_msg_truncate b = {.chunk_id = chunk, .old_version = oldv, .version = newv,
+                                 .length = length};
+    return call(m, server_id, DFS_OP_TRUNCATE, &b, x);
+}
+
+int csconn_delete(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version)
+{
+    struct callctx *x = calloc(1, sizeof(*x));
+    if (!x) return DFS_ENOMEM;
+    *x = (struct callctx){NULL, NULL, server_id, chunk, 0};
+    struct dfs_msg_chunk_req b;
+    memset(&b, 0, sizeof(b));
+    b.chunk_id = chunk;
+    b.version = version;
+    return call(m, server_id, DFS_OP_DELETE, &b, x);
+}

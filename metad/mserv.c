@@ -1,0 +1,1096 @@
+/* mserv.c - metad's client RPC handlers, open-file bookkeeping, sessions, grants. */
+#include "mserv.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "util.h"
+
+struct metad *metad_g;
+
+/* ------------------------------------------------------------------------ */
+/* u64 -> u64 map (open addressing; used for open-handle counts) */
+
+struct oftab {
+    uint64_t *k, *v; /* key 0 = empty */
+    uint64_t cap, n;
+};
+
+static uint64_t hmix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t *of_slot(struct oftab *t, uint64_t key)
+{
+    if (!t->cap) return NULL;
+    uint64_t mask = t->cap - 1;
+    for (uint64_t i = hmix(key) & mask;; i = (i + 1) & mask)
+        if (t->k[i] == key || t->k[i] == 0) return &t->k[i];
+}
+
+static uint64_t of_get(struct oftab *t, uint64_t key)
+{
+    uint64_t *s = of_slot(t, key);
+    return (s && *s) ? t->v[s - t->k] : 0;
+}
+
+static void of_put_raw(struct oftab *t, uint64_t key, uint64_t val)
+{
+    uint64_t *s = of_slot(t, key);
+    if (!*s) t->n++;
+    *s = key;
+    t->v[s - t->k] = val;
+}
+
+static void of_set(struct oftab *t, uint64_t key, uint64_t val)
+{
+    if (val == 0) {
+        /* delete with backward shift */
+        uint64_t *s = of_slot(t, key);
+        if (!s || !*s) return;
+        uint64_t mask = t->cap - 1, i = (uint64_t)(s - t->k), j = i;
+        t->k[i] = 0;
+        t->n--;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!t->k[j]) break;
+            uint64_t h = hmix(t->k[j]) & mask;
+            if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+                t->k[i] = t->k[j];
+                t->v[i] = t->v[j];
+                t->k[j] = 0;
+                i = j;
+            }
+        }
+        return;
+    }
+    if ((t->n + 1) * 4 > t->cap * 3) {
+        struct oftab nt = {0};
+        nt.cap = t->cap ? t->cap * 2 : 64;
+        nt.k = calloc(nt.cap, 8);
+        nt.v = calloc(nt.cap, 8);
+        if (!nt.k || !nt.v) abort();
+        for (uint64_t i = 0; i < t->cap; i++)
+            if (t->k[i]) of_put_raw(&nt, t->k[i], t->v[i]);
+        free(t->k);
+        free(t->v);
+        *t = nt;
+    }
+    of_put_raw(t, key, val);
+}
+
+static void of_free(struct oftab *t)
+{
+    free(t->k);
+    free(t->v);
+    memset(t, 0, sizeof(*t));
+}
+
+/* A client session as the leader sees it (soft state). */
+struct msess {
+    uint64_t id;
+    uint64_t last_ms;
+    struct oftab opens; /* ino -> handles of this session */
+    struct msess *next;
+};
+
+static struct msess *sess_get(struct metad *m, uint64_t id, bool create)
+{
+    for (struct msess *s = m->sessions; s; s = s->next)
+        if (s->id == id) return s;
+    if (!create) return NULL;
+    struct msess *s = calloc(1, sizeof(*s));
+    if (!s) abort();
+    s->id = id;
+    s->next = m->sessions;
+    m->sessions = s;
+    return s;
+}
+
+static void touch_session(struct metad *m, uint64_t id)
+{
+    if (!id) return;
+    struct msess *s = sess_get(m, id, true);
+    s->last_ms = dfs_mono_ms();
+}
+
+static void purge_if_unused(struct metad *m, uint64_t ino);
+
+static void open_add(struct metad *m, uint64_t session, uint64_t ino)
+{
+    struct msess *s = sess_get(m, session, true);
+    of_set(&s->opens, ino, of_get(&s->opens, ino) + 1);
+    of_set(m->opens, ino, of_get(m->opens, ino) + 1);
+}
+
+static void open_del(struct metad *m, uint64_t session, uint64_t ino, uint64_t count)
+{
+    struct msess *s = sess_get(m, session, false);
+    if (s) {
+        uint64_t c = of_get(&s->opens, ino);
+        if (count > c) count = c;
+        of_set(&s->opens, ino, c - count);
+    } else {
+        count = 0;
+    }
+    uint64_t t = of_get(m->opens, ino);
+    of_set(m->opens, ino, t > count ? t - count : 0);
+    if (t <= count) purge_if_unused(m, ino);
+}
+
+/* ------------------------------------------------------------------------ */
+/* helpers */
+
+static void to_fs_cred(const struct dfs_cred *in, struct fs_cred *out)
+{
+    out->session = in->session;
+    out->seq = in->seq;
+    out->uid = in->uid;
+    out->gid = in->gid;
+    out->ngroups = in->groups_count > FS_MAX_GROUPS ? FS_MAX_GROUPS : in->groups_count;
+    for (uint32_t i = 0; i < out->ngroups; i++) out->groups[i] = (uint32_t)in->groups[i];
+}
+
+static void reply_attr(struct rpc_req *req, int status, const struct dfs_attr *a)
+{
+    struct dfs_msg_attr_resp r;
+    memset(&r, 0, sizeof(r));
+    r.status = (uint32_t)status;
+    if (a && status == DFS_OK) r.attr = *a;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void reply_count(struct rpc_req *req, int status, uint64_t count)
+{
+    struct dfs_msg_count_resp r = {.status = (uint32_t)status, .count = count};
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static bool not_ready(struct metad *m, struct rpc_req *req)
+{
+    if (journal_ready(m->j)) return false;
+    rpc_reply_status(req, DFS_ENOTLEADER);
+    return true;
+}
+
+/* Async state of one client write op. */
+struct wctx {
+    struct rpc_req *req;
+    unsigned op;
+    uint64_t session, ino, index;
+    uint32_t flags, bad_server;
+    uint64_t chunk;
+    uint32_t newv;
+    unsigned nsrv, pending;
+    uint32_t srv[DFS_MAX_GOAL + 1];
+    int ok[DFS_MAX_GOAL + 1];
+};
+
+static struct wctx *wctx_new(struct rpc_req *req, unsigned op)
+{
+    struct wctx *w = calloc(1, sizeof(*w));
+    if (!w) abort();
+    w->req = req;
+    w->op = op;
+    return w;
+}
+
+static void op_done(void *arg, int status, struct fs_result *res);
+
+static void submit(struct metad *m, struct wctx *w, struct fs_op *op)
+{
+    op->now = dfs_now_ns();
+    int st = journal_submit(m->j, op, op_done, w);
+    if (st != DFS_OK) {
+        rpc_reply_status(w->req, (uint32_t)st);
+        free(w);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* after apply: chunk work and orphans */
+
+static void purge_done(void *arg, int status, struct fs_result *res)
+{
+    (void)arg;
+    if (status == DFS_OK) mserv_after_apply(metad_g, res);
+}
+
+static void purge_if_unused(struct metad *m, uint64_t ino)
+{
+    struct dfs_attr a;
+    if (fs_getattr(m->fs, ino, &a) != DFS_OK || a.nlink != 0) return;
+    if (of_get(m->opens, ino)) return;
+    if (!journal_ready(m->j)) return;
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_PURGE;
+    op.ino = ino;
+    op.now = dfs_now_ns();
+    journal_submit(m->j, &op, purge_done, NULL);
+}
+
+void mserv_after_apply(struct metad *m, const struct fs_result *res)
+{
+    for (uint32_t i = 0; i < res->ncops; i++) {
+        const struct fs_chunkop *c = &res->cops[i];
+        if (c->kind != FS_COP_TRUNCATE) continue; /* deletes go through the GC list */
+        struct cm_chunk *ch = chunks_get(m->cm, c->chunk_id);
+        if (!ch) continue;
+        for (unsigned r = 0; r < ch->nrep; r++) {
+            struct cm_replica *rep = &ch->reps[r];
+            if (rep->version != c->old_version || !chunks_replica_live(m->cm, rep)) continue;
+            if (csconn_truncate(m, rep->server_id, c->chunk_id, c->old_version, c->version,
+                                c->length) == DFS_OK) {
+                rep->version = c->version;
+                rep->state = DFS_RS_OK;
+            }
+        }
+        if (ch->length > c->length) ch->length = c->length;
+    }
+    if (res->orphan) purge_if_unused(m, res->orphan);
+}
+
+/* ------------------------------------------------------------------------ */
+/* grants */
+
+static void grant_reply(struct wctx *w, struct cm_chunk *c)
+{
+    struct metad *m = metad_g;
+    struct dfs_msg_grant_resp r;
+    memset(&r, 0, sizeof(r));
+    r.status = DFS_OK;
+    r.chunk.index = w->index;
+    r.chunk.chunk_id = c->id;
+    r.chunk.version = c->version;
+    r.chunk.length = c->length;
+    r.chunk.lease_ms = chunks_lease_left(m->cm, c);
+    struct dfs_replica *reps = codec_frame_alloc(&w->req->f, (c->nrep + 1u) * sizeof(*reps));
+    unsigned n = 0;
+    for (unsigned i = 0; reps && i < c->nrep; i++) {
+        if (c->reps[i].version != c->version || !chunks_replica_live(m->cm, &c->reps[i]))
+            continue;
+        chunks_fill_replica(m->cm, c->reps[i].server_id, DFS_RS_OK, &reps[n++]);
+    }
+    r.chunk.replicas = reps;
+    r.chunk.replicas_count = n;
+    rpc_reply(w->req, &r, NULL, NULL);
+    free(w);
+}
+
+static void grant_fail(struct wctx *w, int status)
+{
+    rpc_reply_status(w->req, (uint32_t)status);
+    free(w);
+}
+
+static void bump_done(struct wctx *w);
+static void bump_answer(void *arg, uint32_t server_id, int status);
+
+/* An existing chunk: lease, then (unless a plain renewal) a version bump on
+ * the live replicas before anything is committed: GFS's lease rule, so a
+ * replica that misses this writer's data is recognisably stale. */
+static void grant_existing(struct wctx *w, uint64_t id)
+{
+    struct metad *m = metad_g;
+    struct cm_chunk *c = chunks_get(m->cm, id);
+    if (!c) return grant_fail(w, DFS_ENOCHUNK);
+    int renewed;
+    int st = chunks_lease(m->cm, c, w->session, &renewed);
+    if (st) return grant_fail(w, st);
+    if (w->bad_server) {
+        struct cm_replica *bad = NULL;
+        for (unsigned i = 0; i < c->nrep; i++)
+            if (c->reps[i].server_id == w->bad_server) bad = &c->reps[i];
+        if (bad) bad->state = DFS_RS_STALE;
+    } else if (renewed) {
+        return grant_reply(w, c);
+    }
+    w->chunk = id;
+    w->newv = c->version + 1;
+    w->nsrv = 0;
+    for (unsigned i = 0; i < c->nrep && w->nsrv < DFS_MAX_GOAL + 1; i++)
+        if (c->reps[i].version == c->version && chunks_replica_live(m->cm, &c->reps[i]))
+            w->srv[w->nsrv++] = c->reps[i].server_id;
+    if (!w->nsrv) {
+        chunks_lease_release(m->cm, c, w->session);
+        return grant_fail(w, DFS_EIO);
+    }
+    c->busy = 1;
+    /* One extra count guards against finishing while still issuing (a call
+     * that fails at once answers synchronously). */
+    w->pending = w->nsrv + 1;
+    unsigned issued = w->nsrv;
+    for (unsigned i = 0; i < issued; i++) {
+        uint32_t sid = w->srv[i];
+        if (csconn_setversion(m, sid, id, c->version, w->newv, bump_answer, w) != DFS_OK)
+            bump_answer(w, sid, DFS_ECONN);
+    }
+    w->pending--;
+    bump_done(w);
+}
+
+static void version_done(void *arg, int status, struct fs_result *res)
+{
+    struct wctx *w = arg;
+    struct cm_chunk *c = chunks_get(metad_g->cm, w->chunk);
+    if (status != DFS_OK || res->status != DFS_OK || !c) {
+        if (c) chunks_lease_release(metad_g->cm, c, w->session);
+        return grant_fail(w, status != DFS_OK ? status : res->status);
+    }
+    grant_reply(w, c);
+}
+
+/* Every SETVERSION answered: keep the replicas that took the new version,
+ * commit it, then answer the client. */
+static void bump_done(struct wctx *w)
+{
+    if (w->pending) return;
+    struct metad *m = metad_g;
+    struct cm_chunk *c = chunks_get(m->cm, w->chunk);
+    if (!c) return grant_fail(w, DFS_ENOCHUNK);
+    c->busy = 0;
+    unsigned good = 0;
+    for (unsigned i = 0; i < w->nsrv; i++) {
+        uint32_t sid = w->srv[i] & 0x7fffffffu;
+        if (w->ok[i]) {
+            chunks_replica_set(m->cm, c, sid, w->newv, DFS_RS_OK);
+            good++;
+        } else {
+            chunks_replica_set(m->cm, c, sid, c->version, DFS_RS_STALE);
+        }
+    }
+    if (!good) {
+        chunks_lease_release(m->cm, c, w->session);
+        return grant_fail(w, DFS_EIO);
+    }
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_CHUNK_VERSION;
+    op.id = w->chunk;
+    op.version = w->newv;
+    op.now = dfs_now_ns();
+    if (journal_submit(m->j, &op, version_done, w) != DFS_OK) {
+        chunks_lease_release(m->cm, c, w->session);
+        grant_fail(w, DFS_ENOTLEADER);
+    }
+}
+
+/* One SETVERSION answer (or a failure to send it). */
+static void bump_answer(void *arg, uint32_t server_id, int status)
+{
+    struct wctx *w = arg;
+    struct cm_chunk *c = chunks_get(metad_g->cm, w->chunk);
+    for (unsigned i = 0; i < w->nsrv; i++) {
+        if ((w->srv[i] & 0x7fffffffu) != server_id || (w->srv[i] & 0x80000000u)) continue;
+        w->srv[i] |= 0x80000000u;
+        /* A chunk granted but never written does not exist on its servers
+         * yet: nothing to bump, the writer creates it. */
+        w->ok[i] = status == DFS_OK || (status == DFS_ENOCHUNK && c && c->length == 0);
+        w->pending--;
+        break;
+    }
+    bump_done(w);
+}
+
+static void new_chunk_done(void *arg, int status, struct fs_result *res)
+{
+    struct wctx *w = arg;
+    struct metad *m = metad_g;
+    if (status != DFS_OK) return grant_fail(w, status);
+    if (res->status == DFS_EEXIST) return grant_existing(w, res->val);
+    if (res->status != DFS_OK) return grant_fail(w, res->status);
+    struct cm_chunk *c = chunks_get(m->cm, res->val);
+    if (!c) return grant_fail(w, DFS_EIO);
+    for (unsigned i = 0; i < w->nsrv; i++) chunks_replica_set(m->cm, c, w->srv[i], 1, DFS_RS_OK);
+    int renewed;
+    chunks_lease(m->cm, c, w->session, &renewed);
+    grant_reply(w, c);
+}
+
+static void h_grant(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_grant *g = req->f.body;
+    struct fs_cred cred;
+    to_fs_cred(&g->cred, &cred);
+    touch_session(m, cred.session);
+    int st = fs_may_write_file(m->fs, &cred, g->ino);
+    if (st) return (void)rpc_reply_status(req, (uint32_t)st);
+    uint32_t goal;
+    fs_file_info(m->fs, g->ino, NULL, NULL, &goal, NULL);
+    struct wctx *w = wctx_new(req, DFS_OP_GRANT);
+    w->session = cred.session;
+    w->ino = g->ino;
+    w->index = g->index;
+    w->bad_server = g->bad_server;
+    uint64_t id = fs_file_chunk(m->fs, g->ino, g->index);
+    if (id) return grant_existing(w, id);
+    w->nsrv = chunks_place(m->cm, goal ? goal : 1, NULL, 0, w->srv);
+    if (!w->nsrv) return grant_fail(w, DFS_ENOSERVERS);
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_CHUNK_NEW;
+    op.ino = g->ino;
+    op.index = g->index;
+    op.now = dfs_now_ns();
+    if (journal_submit(m->j, &op, new_chunk_done, w) != DFS_OK) grant_fail(w, DFS_ENOTLEADER);
+}
+
+/* ------------------------------------------------------------------------ */
+/* write ops through the journal */
+
+static void op_done(void *arg, int status, struct fs_result *res)
+{
+    struct wctx *w = arg;
+    struct metad *m = metad_g;
+    if (status != DFS_OK) {
+        rpc_reply_status(w->req, (uint32_t)status);
+        free(w);
+        return;
+    }
+    mserv_after_apply(m, res);
+    switch (w->op) {
+    case DFS_OP_CREATE:
+        if (res->status == DFS_OK && !res->cached) open_add(m, w->session, res->attr.ino);
+        reply_attr(w->req, res->status, &res->attr);
+        break;
+    case DFS_OP_COMMIT:
+        if (res->status == DFS_OK && (w->flags & DFS_CF_RELEASE)) {
+            uint64_t n = 0;
+            fs_file_info(m->fs, w->ino, NULL, NULL, NULL, &n);
+            for (uint64_t i = 0; i < n; i++) {
+                struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, w->ino, i));
+                if (c) chunks_lease_release(m->cm, c, w->session);
+            }
+        }
+        reply_attr(w->req, res->status, &res->attr);
+        break;
+    case DFS_OP_SETATTR:
+    case DFS_OP_MKNOD:
+    case DFS_OP_MKDIR:
+    case DFS_OP_SYMLINK:
+    case DFS_OP_LINK: reply_attr(w->req, res->status, &res->attr); break;
+    case DFS_OP_SETGOAL: reply_count(w->req, res->status, res->val); break;
+    default: rpc_reply_status(w->req, (uint32_t)res->status); break;
+    }
+    free(w);
+}
+
+/* Common prologue: leader check, session, reply cache. Returns NULL if done. */
+static struct wctx *begin(struct rpc_req *req, struct fs_op *op, uint32_t type)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return NULL;
+    const struct dfs_cred *c = req->f.body; /* every client request starts with cred */
+    memset(op, 0, sizeof(*op));
+    op->type = type;
+    to_fs_cred(c, &op->cred);
+    touch_session(m, c->session);
+    struct fs_result cached;
+    memset(&cached, 0, sizeof(cached));
+    if (fs_cached_reply(m->fs, c->session, c->seq, &cached)) {
+        /* A retry of an op that already ran: the first answer again. */
+        switch (req->f.op) {
+        case DFS_OP_UNLINK:
+        case DFS_OP_RMDIR:
+        case DFS_OP_RENAME:
+        case DFS_OP_SETXATTR:
+        case DFS_OP_REMOVEXATTR:
+        case DFS_OP_DRAIN: rpc_reply_status(req, (uint32_t)cached.status); break;
+        case DFS_OP_SETGOAL: reply_count(req, cached.status, cached.val); break;
+        default: reply_attr(req, cached.status, &cached.attr); break;
+        }
+        return NULL;
+    }
+    struct wctx *w = wctx_new(req, req->f.op);
+    w->session = c->session;
+    return w;
+}
+
+static void h_mknod(struct rpc_req *req)
+{
+    const struct dfs_msg_mknod *b = req->f.body;
+    struct fs_op op;
+    uint32_t t = req->f.op == DFS_OP_MKDIR ? FS_OP_MKDIR
+                 : req->f.op == DFS_OP_CREATE ? FS_OP_CREATE
+                                              : FS_OP_MKNOD;
+    struct wctx *w = begin(req, &op, t);
+    if (!w) return;
+    op.parent = b->parent;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    op.mode = b->mode;
+    op.rdev = b->rdev;
+    op.flags = (b->flags & O_EXCL) ? 0200 : 0;
+    submit(metad_g, w, &op);
+}
+
+static void h_symlink(struct rpc_req *req)
+{
+    const struct dfs_msg_symlink *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_SYMLINK);
+    if (!w) return;
+    op.parent = b->parent;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    op.name2 = b->target.ptr;
+    op.name2len = b->target.len;
+    submit(metad_g, w, &op);
+}
+
+static void h_link(struct rpc_req *req)
+{
+    const struct dfs_msg_link *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_LINK);
+    if (!w) return;
+    op.ino = b->ino;
+    op.newparent = b->newparent;
+    op.name = b->newname.ptr;
+    op.namelen = b->newname.len;
+    submit(metad_g, w, &op);
+}
+
+static void h_unlink(struct rpc_req *req)
+{
+    const struct dfs_msg_name_req *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, req->f.op == DFS_OP_RMDIR ? FS_OP_RMDIR : FS_OP_UNLINK);
+    if (!w) return;
+    op.parent = b->parent;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    submit(metad_g, w, &op);
+}
+
+static void h_rename(struct rpc_req *req)
+{
+    const struct dfs_msg_rename *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_RENAME);
+    if (!w) return;
+    op.parent = b->parent;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    op.newparent = b->newparent;
+    op.name2 = b->newname.ptr;
+    op.name2len = b->newname.len;
+    op.flags = b->flags;
+    submit(metad_g, w, &op);
+}
+
+static void h_setattr(struct rpc_req *req)
+{
+    const struct dfs_msg_setattr *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_SETATTR);
+    if (!w) return;
+    op.ino = b->ino;
+    op.valid = b->valid;
+    op.mode = b->mode;
+    op.uid = b->uid;
+    op.gid = b->gid;
+    op.size = b->size;
+    op.atime = b->atime;
+    op.mtime = b->mtime;
+    /* A truncate must not race a writer holding a lease on the file's
+     * chunks; the client's own leases are fine. */
+    submit(metad_g, w, &op);
+}
+
+static void h_setxattr(struct rpc_req *req)
+{
+    const struct dfs_msg_setxattr *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_SETXATTR);
+    if (!w) return;
+    op.ino = b->ino;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    op.data = b->value.ptr;
+    op.datalen = b->value.len;
+    op.flags = b->flags;
+    submit(metad_g, w, &op);
+}
+
+static void h_removexattr(struct rpc_req *req)
+{
+    const struct dfs_msg_xattr_req *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_REMOVEXATTR);
+    if (!w) return;
+    op.ino = b->ino;
+    op.name = b->name.ptr;
+    op.namelen = b->name.len;
+    submit(metad_g, w, &op);
+}
+
+static void h_setgoal(struct rpc_req *req)
+{
+    const struct dfs_msg_setgoal *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_SETGOAL);
+    if (!w) return;
+    op.ino = b->ino;
+    op.goal = b->goal;
+    op.flags = b->recursive;
+    submit(metad_g, w, &op);
+}
+
+static void h_commit(struct rpc_req *req)
+{
+    const struct dfs_msg_commit *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_COMMIT);
+    if (!w) return;
+    op.ino = b->ino;
+    op.size = b->size;
+    op.mtime = b->mtime;
+    op.flags = b->flags;
+    w->ino = b->ino;
+    w->flags = b->flags;
+    /* Every reply waits for the log commit (fsync'd), so DFS_CF_SYNC needs
+     * nothing extra. */
+    submit(metad_g, w, &op);
+}
+
+static void h_drain(struct rpc_req *req)
+{
+    const struct dfs_msg_drain *b = req->f.body;
+    struct fs_op op;
+    struct wctx *w = begin(req, &op, FS_OP_DRAIN);
+    if (!w) return;
+    op.id = b->server_id;
+    op.flags = b->on;
+    submit(metad_g, w, &op);
+}
+
+/* ------------------------------------------------------------------------ */
+/* read-only ops */
+
+static void h_lookup(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_name_req *b = req->f.body;
+    struct fs_cred c;
+    to_fs_cred(&b->cred, &c);
+    struct dfs_attr a;
+    int st = fs_lookup(m->fs, &c, b->parent, b->name.ptr ? b->name.ptr : "", &a);
+    reply_attr(req, st, &a);
+}
+
+static void h_getattr(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_ino_req *b = req->f.body;
+    struct dfs_attr a;
+    int st = fs_getattr(m->fs, b->ino, &a);
+    reply_attr(req, st, &a);
+}
+
+static void h_readlink(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_ino_req *b = req->f.body;
+    const char *t = NULL;
+    struct dfs_msg_readlink_resp r;
+    memset(&r, 0, sizeof(r));
+    r.status = (uint32_t)fs_readlink(m->fs, b->ino, &t);
+    if (t) {
+        r.target.ptr = t;
+        r.target.len = (uint32_t)strlen(t);
+    }
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_open(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_open *b = req->f.body;
+    struct fs_cred c;
+    to_fs_cred(&b->cred, &c);
+    touch_session(m, c.session);
+    int acc = b->flags & O_ACCMODE;
+    int mask = acc == O_RDONLY ? 4 : acc == O_WRONLY ? 2 : 6;
+    if (b->flags & O_TRUNC) mask |= 2;
+    struct dfs_attr a;
+    int st = fs_getattr(m->fs, b->ino, &a);
+    if (st == DFS_OK && S_ISDIR(a.mode) && (mask & 2)) st = DFS_EISDIR;
+    if (st == DFS_OK) st = fs_access(m->fs, &c, b->ino, mask);
+    if (st == DFS_OK && !S_ISDIR(a.mode)) open_add(m, c.session, b->ino);
+    reply_attr(req, st, &a);
+}
+
+static void h_release(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    const struct dfs_msg_open *b = req->f.body;
+    touch_session(m, b->cred.session);
+    open_del(m, b->cred.session, b->ino, 1);
+    rpc_reply_status(req, DFS_OK);
+}
+
+struct rdctx {
+    struct dfs_dirent *ents;
+    uint32_t n, max;
+    size_t bytes;
+};
+
+static int rd_cb(void *arg, const char *name, uint32_t nl, uint64_t cookie,
+                 const struct dfs_attr *a)
+{
+    struct rdctx *r = arg;
+    /* keep a page well below the frame limit */
+    if (r->n >= r->max || r->bytes + nl + 128 > (1u << 20)) return 1;
+    struct dfs_dirent *e = &r->ents[r->n++];
+    e->name.ptr = name;
+    e->name.len = nl;
+    e->cookie = cookie;
+    e->attr = *a;
+    r->bytes += nl + 128;
+    return 0;
+}
+
+static void h_readdir(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_readdir *b = req->f.body;
+    struct fs_cred c;
+    to_fs_cred(&b->cred, &c);
+    struct rdctx r = {0};
+    r.max = b->max && b->max < DFS_READDIR_MAX ? b->max : DFS_READDIR_MAX;
+    r.ents = codec_frame_alloc(&req->f, r.max * sizeof(*r.ents));
+    if (!r.ents) return (void)rpc_reply_status(req, DFS_ENOMEM);
+    int eof = 0;
+    struct dfs_msg_readdir_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    resp.status = (uint32_t)fs_readdir(m->fs, &c, b->ino, b->cookie, r.max, rd_cb, &r, &eof);
+    resp.entries = r.ents;
+    resp.entries_count = r.n;
+    resp.eof = (uint32_t)eof;
+    rpc_reply(req, &resp, NULL, NULL);
+}
+
+static void h_statfs(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    struct dfs_msg_statfs_resp r;
+    memset(&r, 0, sizeof(r));
+    chunks_capacity(m->cm, &r.total, &r.avail);
+    struct fs_stats st;
+    fs_stats(m->fs, &st);
+    r.files = st.inodes;
+    r.ffree = (1ull << 32) - st.inodes;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_getxattr(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_xattr_req *b = req->f.body;
+    struct fs_cred c;
+    to_fs_cred(&b->cred, &c);
+    char *buf = codec_frame_alloc(&req->f, 256);
+    struct dfs_msg_bin_resp r;
+    memset(&r, 0, sizeof(r));
+    const void *v = NULL;
+    uint32_t len = 0;
+    r.status = buf ? (uint32_t)fs_getxattr(m->fs, &c, b->ino, b->name.ptr ? b->name.ptr : "",
+                                           buf, 256, &v, &len)
+                   : DFS_ENOMEM;
+    r.value.ptr = v;
+    r.value.len = len;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_listxattr(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_ino_req *b = req->f.body;
+    struct fs_cred c;
+    to_fs_cred(&b->cred, &c);
+    size_t cap = 256u << 10;
+    char *buf = codec_frame_alloc(&req->f, cap);
+    struct dfs_msg_bin_resp r;
+    memset(&r, 0, sizeof(r));
+    uint32_t len = 0;
+    r.status = buf ? (uint32_t)fs_listxattr(m->fs, &c, b->ino, buf, cap, &len) : DFS_ENOMEM;
+    r.value.ptr = buf;
+    r.value.len = len;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_chunks(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_chunks_req *b = req->f.body;
+    struct dfs_msg_chunks_resp r;
+    memset(&r, 0, sizeof(r));
+    uint64_t n = 0;
+    int st = fs_file_info(m->fs, b->ino, &r.layout, &r.size, &r.goal, &n);
+    if (st) return (void)rpc_reply_status(req, (uint32_t)st);
+    uint32_t count = b->count ? b->count : 64;
+    if (count > 4096) count = 4096;
+    struct dfs_chunk *chs = codec_frame_alloc(&req->f, count * sizeof(*chs));
+    if (!chs) return (void)rpc_reply_status(req, DFS_ENOMEM);
+    uint32_t k = 0;
+    for (uint64_t i = b->first; i < n && i < b->first + count; i++) {
+        struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, b->ino, i));
+        if (!c) continue;
+        struct dfs_chunk *o = &chs[k++];
+        memset(o, 0, sizeof(*o));
+        o->index = i;
+        o->chunk_id = c->id;
+        o->version = c->version;
+        o->length = c->length;
+        struct dfs_replica *reps = codec_frame_alloc(&req->f, (c->nrep + 1u) * sizeof(*reps));
+        if (!reps) continue;
+        /* readable copies first */
+        for (int pass = 0; pass < 2; pass++)
+            for (unsigned j = 0; j < c->nrep; j++) {
+                bool good = c->reps[j].version == c->version &&
+                            chunks_replica_live(m->cm, &c->reps[j]);
+                if (good != (pass == 0)) continue;
+                uint32_t rs = good ? DFS_RS_OK : chunks_replica_state(m->cm, &c->reps[j]);
+                if (rs == DFS_RS_OK && !good) rs = DFS_RS_STALE;
+                chunks_fill_replica(m->cm, c->reps[j].server_id, rs, &reps[o->replicas_count++]);
+            }
+        o->replicas = reps;
+    }
+    r.status = DFS_OK;
+    r.chunks = chs;
+    r.chunks_count = k;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_badreplica(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    if (not_ready(m, req)) return;
+    const struct dfs_msg_badrep *b = req->f.body;
+    struct cm_chunk *c = chunks_get(m->cm, b->chunk_id);
+    if (!c) return (void)rpc_reply_status(req, DFS_ENOCHUNK);
+    for (unsigned i = 0; i < c->nrep; i++)
+        if (c->reps[i].server_id == b->server_id) c->reps[i].state = DFS_RS_CORRUPT;
+    log_notice("chunk %llu: client reports a bad copy on server %u (reason %u)",
+               (unsigned long long)b->chunk_id, b->server_id, b->reason);
+    rpc_reply_status(req, DFS_OK);
+}
+
+static uint32_t goal_of(void *arg, uint64_t ino)
+{
+    uint32_t g = DFS_DEFAULT_GOAL;
+    fs_file_info(arg, ino, NULL, NULL, &g, NULL);
+    return g;
+}
+
+static void h_status(struct rpc_req *req)
+{
+    struct metad *m = metad_g;
+    struct dfs_msg_status_resp r;
+    memset(&r, 0, sizeof(r));
+    uint32_t ns = 0;
+    while (chunks_server_at(m->cm, ns)) ns++;
+    struct dfs_server *sv = codec_frame_alloc(&req->f, (ns + 1) * sizeof(*sv));
+    if (!sv) return (void)rpc_reply_status(req, DFS_ENOMEM);
+    for (uint32_t i = 0; i < ns; i++) {
+        struct cm_server *s = chunks_server_at(m->cm, i);
+        struct dfs_server *o = &sv[i];
+        memset(o, 0, sizeof(*o));
+        o->server_id = s->id;
+        o->host.ptr = s->host;
+        o->host.len = (uint32_t)strlen(s->host);
+        o->port = (uint32_t)s->port;
+        o->label.ptr = s->label;
+        o->label.len = (uint32_t)strlen(s->label);
+        o->state = s->state;
+        o->total = s->total;
+        o->used = s->used;
+        o->avail = s->avail;
+        o->load = s->load;
+        o->last_seen = s->last_seen_ns;
+        o->bytes_read = s->bytes_read;
+        o->bytes_written = s->bytes_written;
+        o->bytes_replicated = s->bytes_replicated;
+        o->dirs = s->dirs;
+        o->dirs_count = s->ndirs;
+    }
+    /* per-server chunk counts */
+    struct chunks_health h;
+    chunks_health(m->cm, goal_of, m->fs, &h);
+    struct fs_stats st;
+    fs_stats(m->fs, &st);
+    r.status = journal_ready(m->j) ? DFS_OK : DFS_ENOTLEADER;
+    r.servers = sv;
+    r.servers_count = ns;
+    r.chunks = h.chunks;
+    r.healthy = h.healthy;
+    r.under_goal = h.under_goal;
+    r.over_goal = h.over_goal;
+    r.missing = h.missing;
+    r.files = st.files;
+    r.dirs = st.dirs;
+    r.gc_pending = chunks_gc_pending(m->cm);
+    const char *l = journal_leader(m->j, NULL);
+    r.leader.ptr = l ? l : "";
+    r.leader.len = (uint32_t)strlen(r.leader.ptr);
+    r.raft_index = journal_applied(m->j);
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+static void h_ping(struct rpc_req *req) { rpc_reply_status(req, DFS_OK); }
+
+/* ------------------------------------------------------------------------ */
+/* timers, sessions */
+
+static void tick_cb(uv_timer_t *t)
+{
+    struct metad *m = t->data;
+    chunks_tick(m->cm);
+    if (!journal_ready(m->j)) return;
+    uint64_t now = dfs_mono_ms();
+
+    /* Deleted chunks: tell their servers. */
+    struct cm_gc gc[256];
+    unsigned n = chunks_gc_take(m->cm, gc, 256);
+    for (unsigned i = 0; i < n; i++) csconn_delete(m, gc[i].server_id, gc[i].chunk_id, gc[i].version);
+
+    /* Sessions that went quiet: their handles are closed. */
+    for (struct msess **pp = &m->sessions; *pp;) {
+        struct msess *s = *pp;
+        if (now - s->last_ms > m->o.session_timeout_ms) {
+            *pp = s->next;
+            for (uint64_t i = 0; i < s->opens.cap; i++)
+                if (s->opens.k[i]) {
+                    uint64_t ino = s->opens.k[i], c = s->opens.v[i], tot = of_get(m->opens, ino);
+                    of_set(m->opens, ino, tot > c ? tot - c : 0);
+                    if (tot <= c) purge_if_unused(m, ino);
+                }
+            of_free(&s->opens);
+            free(s);
+            continue;
+        }
+        pp = &s->next;
+    }
+
+    /* Orphans left by an earlier leader: after one session timeout every
+     * client that still had them open has re-opened them. */
+    if (m->leader_since_ms && now - m->leader_since_ms > m->o.session_timeout_ms) {
+        uint64_t o[64];
+        uint32_t k = fs_orphans(m->fs, o, 64);
+        for (uint32_t i = 0; i < k; i++) purge_if_unused(m, o[i]);
+    }
+
+    /* Reply caches of long idle sessions. */
+    uint64_t ids[16];
+    int64_t before = dfs_now_ns() - (int64_t)m->o.reply_cache_idle_s * 1000000000ll;
+    uint32_t k = fs_idle_sessions(m->fs, before, ids, 16);
+    for (uint32_t i = 0; i < k; i++) {
+        struct fs_op op;
+        memset(&op, 0, sizeof(op));
+        op.type = FS_OP_SESSION_EXPIRE;
+        op.id = ids[i];
+        op.now = dfs_now_ns();
+        journal_submit(m->j, &op, purge_done, NULL);
+    }
+}
+
+void mserv_on_leader(void *arg, bool leader)
+{
+    struct metad *m = arg;
+    m->leader_since_ms = leader ? dfs_mono_ms() : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* setup */
+
+static void on_disconnected(struct rpc_conn *c, int status)
+{
+    (void)status;
+    if (rpc_conn_peer_role(c) == DFS_ROLE_CHUNKD) csconn_disconnected(c);
+}
+
+static rpc_handler_fn handlers[DFS_OP_MAX];
+
+int mserv_start(struct metad *m, char *err, size_t errlen)
+{
+    metad_g = m;
+    m->opens = calloc(1, sizeof(*m->opens));
+    if (!m->opens) abort();
+    if (!m->o.session_timeout_ms) m->o.session_timeout_ms = 120000;
+    if (!m->o.reply_cache_idle_s) m->o.reply_cache_idle_s = 3600;
+    if (!m->o.rpc_timeout_ms) m->o.rpc_timeout_ms = 5000;
+    handlers[DFS_OP_PING] = h_ping;
+    handlers[DFS_OP_LOOKUP] = h_lookup;
+    handlers[DFS_OP_GETATTR] = h_getattr;
+    handlers[DFS_OP_SETATTR] = h_setattr;
+    handlers[DFS_OP_MKNOD] = h_mknod;
+    handlers[DFS_OP_MKDIR] = h_mknod;
+    handlers[DFS_OP_CREATE] = h_mknod;
+    handlers[DFS_OP_UNLINK] = h_unlink;
+    handlers[DFS_OP_RMDIR] = h_unlink;
+    handlers[DFS_OP_SYMLINK] = h_symlink;
+    handlers[DFS_OP_READLINK] = h_readlink;
+    handlers[DFS_OP_RENAME] = h_rename;
+    handlers[DFS_OP_LINK] = h_link;
+    handlers[DFS_OP_OPEN] = h_open;
+    handlers[DFS_OP_RELEASE] = h_release;
+    handlers[DFS_OP_READDIR] = h_readdir;
+    handlers[DFS_OP_STATFS] = h_statfs;
+    handlers[DFS_OP_SETXATTR] = h_setxattr;
+    handlers[DFS_OP_GETXATTR] = h_getxattr;
+    handlers[DFS_OP_LISTXATTR] = h_listxattr;
+    handlers[DFS_OP_REMOVEXATTR] = h_removexattr;
+    handlers[DFS_OP_CHUNKS] = h_chunks;
+    handlers[DFS_OP_GRANT] = h_grant;
+    handlers[DFS_OP_COMMIT] = h_commit;
+    handlers[DFS_OP_BADREPLICA] = h_badreplica;
+    handlers[DFS_OP_SETGOAL] = h_setgoal;
+    handlers[DFS_OP_STATUS] = h_status;
+    handlers[DFS_OP_DRAIN] = h_drain;
+    handlers[DFS_OP_REGISTER] = csconn_register;
+    handlers[DFS_OP_REPORT] = csconn_report;
+    handlers[DFS_OP_HEARTBEAT] = csconn_heartbeat;
+
+    struct rpc_conn_opts o;
+    memset(&o, 0, sizeof(o));
+    o.role = DFS_ROLE_METAD;
+    o.node_id = m->o.node_id;
+    o.max_frame_in = DFS_MAX_FRAME_TO_METAD;
+    o.handlers = handlers;
+    o.on_disconnected = on_disconnected;
+    o.data = m;
+    m->srv = rpc_listen(m->loop, m->o.listen_host, m->o.listen_port, &o, err, errlen);
+    if (!m->srv) return -1;
+    uv_timer_init(m->loop, &m->tick);
+    m->tick.data = m;
+    uv_timer_start(&m->tick, tick_cb, 1000, 1000);
+    return 0;
+}
+
+void mserv_stop(struct metad *m)
+{
+    if (m->srv) rpc_server_close(m->srv);
+    m->srv = NULL;
+    uv_timer_stop(&m->tick);
+}
