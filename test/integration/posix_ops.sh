@@ -10,7 +10,7 @@ say() { echo "## $*"; }
 try() { # run a command, print its exit status and stderr without the path prefix
     local out
     out=$("$@" 2>&1); local rc=$?
-    echo "\$ $* -> rc=$rc ${out//$PWD/.}" | sed -e 's/‘/'"'"'/g; s/’/'"'"'/g'
+    local cmd="$*"; echo "\$ ${cmd//$PWD/.} -> rc=$rc ${out//$PWD/.}" | sed -e 's/‘/'"'"'/g; s/’/'"'"'/g'
 }
 st() { # directory sizes are filesystem-specific: leave them out
     for f in "$@"; do
