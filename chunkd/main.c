@@ -28,6 +28,7 @@ static const struct cfg_key keys[] = {
     {"label", CFG_STR, "", 0, 0, "failure domain (rack) of this server"},
     {"cluster", CFG_STR, "", 0, 0, "cluster name sent in HELLO"},
     {"scrub_rate", CFG_SIZE, "8M", 0, UINT64_MAX, "background verification, bytes/s; 0 = off"},
+    {"scrub_interval_s", CFG_U64, "600", 0, 30 * 86400, "least seconds between the starts of two scrub passes"},
     {"heartbeat_ms", CFG_U64, "1000", 100, 60000, "heartbeat period to metad"},
     {"io_threads_per_dir", CFG_U64, "4", 1, 64, "disk jobs in flight per data dir"},
     {"forward_timeout_ms", CFG_U64, "5000", 100, 600000, "deadline of a request forwarded down a chain"},
@@ -137,6 +138,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     }
     log_set_level(log_level_parse(cfg_str(c, "log_level")));
     scrub_set_rate(cfg_u64(c, "scrub_rate"));
+    scrub_set_interval(cfg_u64(c, "scrub_interval_s"));
     masterconn_set_heartbeat_ms((uint32_t)cfg_u64(c, "heartbeat_ms"));
     log_notice("configuration reloaded (log_level %s, scrub_rate %llu B/s, heartbeat %llu ms); "
                "other keys need a restart",
@@ -299,6 +301,7 @@ int main(int argc, char **argv)
         log_err("%s", err);
         return 2;
     }
+    scrub_set_interval(cfg_u64(G.cfg, "scrub_interval_s"));
     if (scrub_start(G.st, cfg_u64(G.cfg, "scrub_rate")) != 0) {
         log_err("cannot start the scrubber thread");
         return 1;

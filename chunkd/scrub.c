@@ -17,6 +17,7 @@ static struct {
     pthread_cond_t cv;
     bool running, stop;
     uint64_t rate; /* mu */
+    uint64_t interval_ns; /* mu: least time from one pass's start to the next */
     uint64_t passes, blocks, corrupt; /* atomic */
     bool cv_init;
 } X = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -95,9 +96,23 @@ static void *scrub_main(void *arg)
         free(list);
         if (!go) break;
         __atomic_add_fetch(&X.passes, 1, __ATOMIC_RELAXED);
-        if (n) log_info("scrub pass done: %zu chunks, %" PRIu64 " bytes in %" PRIu64 " ms, %" PRIu64
+        if (n) log_debug("scrub pass done: %zu chunks, %" PRIu64 " bytes in %" PRIu64 " ms, %" PRIu64
                  " corrupt", n, bytes, dfs_mono_ms() - t0, found);
-        if (n == 0 && !nap(1000000000ull)) break;
+        /* Rest until the next pass is due: without this a small store would
+         * be re-read back to back, burning a core for nothing. */
+        pthread_mutex_lock(&X.mu);
+        uint64_t iv = X.interval_ns;
+        pthread_mutex_unlock(&X.mu);
+        uint64_t spent = (dfs_mono_ms() - t0) * 1000000ull;
+        uint64_t rest = iv > spent ? iv - spent : 0;
+        if (n == 0 && rest < 1000000000ull)
+            rest = 1000000000ull;
+        while (rest > 0) {
+            uint64_t step = rest > 1000000000ull ? 1000000000ull : rest;
+            if (!nap(step))
+                return NULL;
+            rest -= step;
+        }
     }
     return NULL;
 }
@@ -119,6 +134,13 @@ int scrub_start(struct store *st, uint64_t rate)
     if (pthread_create(&X.th, NULL, scrub_main, NULL) != 0) return -1;
     X.running = true;
     return 0;
+}
+
+void scrub_set_interval(uint64_t seconds)
+{
+    pthread_mutex_lock(&X.mu);
+    X.interval_ns = seconds * 1000000000ull;
+    pthread_mutex_unlock(&X.mu);
 }
 
 void scrub_set_rate(uint64_t rate)

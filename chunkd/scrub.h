@@ -16,6 +16,9 @@
 int scrub_start(struct store *st, uint64_t rate);
 /* Change the rate (SIGHUP reload); takes effect within a second. */
 void scrub_set_rate(uint64_t rate);
+/* Least time between the starts of two passes (a pass that takes longer is
+ * followed at once by the next).  Callable any time. */
+void scrub_set_interval(uint64_t seconds);
 /* Stop and join the thread. */
 void scrub_stop(void);
 /* Counters: completed passes, blocks verified, corrupt replicas found. */

@@ -47,7 +47,8 @@ static void start_srv(int i, const char *extra)
     snprintf(listen, sizeof(listen), "listen=127.0.0.1:%d", s->port);
     snprintf(dd, sizeof(dd), "data_dir=%s", s->dir);
     char *argv[] = {bin, "-f", "-o", listen, "-o", dd, "-o", "metad=", "-o",
-                    "forward_timeout_ms=3000", "-o", (char *)(extra ? extra : "scrub_rate=0"),
+                    "forward_timeout_ms=3000", "-o", "scrub_interval_s=1", "-o",
+                    (char *)(extra ? extra : "scrub_rate=0"),
                     NULL};
     s->pid = testlib_spawn(argv, s->log);
     ck_assert_int_gt(s->pid, 0);
