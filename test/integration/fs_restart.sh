@@ -21,11 +21,21 @@ dfs_start_metad
 for i in 1 2 3; do dfs_start_chunkd $i; done
 wait_until 30 servers_up_ge 3 || fail "servers did not come back"
 
-# fstab: mount.fuse3 finds dfsmount in PATH.
+# fstab: mount(8) runs mount.fuse3 with the standard PATH, which runs
+# `dfsmount SOURCE MOUNTPOINT -o OPTS`; `make install` puts dfsmount there.  For
+# the test, link the freshly built one into /usr/local/sbin unless one is there,
+# and remove the link afterwards.
+if [ ! -e /usr/local/sbin/dfsmount ]; then
+    ln -s "$BIN/dfsmount" /usr/local/sbin/dfsmount || fail "cannot link dfsmount into /usr/local/sbin"
+    DFS_LINKED=/usr/local/sbin/dfsmount
+    trap 'rm -f "$DFS_LINKED"; dfs_cleanup' EXIT
+elif [ "$(readlink -f /usr/local/sbin/dfsmount)" != "$(readlink -f "$BIN/dfsmount")" ]; then
+    log "note: using the installed /usr/local/sbin/dfsmount"
+fi
 cat >"$T/fstab" <<FSTAB
 127.0.0.1:$METAD_PORT $MNT fuse.dfsmount defaults,_netdev,timeout=30 0 0
 FSTAB
-PATH=$BIN:$PATH mount -T "$T/fstab" "$MNT" || fail "mount -T fstab"
+mount -T "$T/fstab" "$MNT" || fail "mount -T fstab"
 MOUNT_PID=$(pgrep -n -f "dfsmount 127.0.0.1:$METAD_PORT $MNT" || true)
 check "fstab mount is up" mountpoint -q "$MNT"
 (cd "$MNT" && find . -printf '%p %y %m %n %s %l\n' | LC_ALL=C sort >"$T/after.lst")
