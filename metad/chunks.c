@@ -186,6 +186,17 @@ void chunks_reset_replicated(struct chunks *cm)
 
 uint64_t chunks_count(struct chunks *cm) { return cm->count; }
 
+struct cm_chunk *chunks_iter(struct chunks *cm, uint64_t *pos)
+{
+    for (uint64_t i = *pos; i < cm->cap; i++)
+        if (cm->tab[i]) {
+            *pos = i + 1;
+            return cm->tab[i];
+        }
+    *pos = 0;
+    return NULL;
+}
+
 /* ----- servers ----- */
 
 struct cm_server *chunks_server(struct chunks *cm, uint32_t id)
@@ -421,6 +432,10 @@ int chunks_report(struct chunks *cm, uint32_t server_id, const struct dfs_chunkr
          * at least as new as ours: adopt the copy as current. */
         st = DFS_RS_OK;
     }
+    struct cm_replica *old = rep_find(c, server_id);
+    if (old && c->rops && st == DFS_RS_OK && rep->version == old->version &&
+        (old->state == DFS_RS_STALE || old->state == DFS_RS_PENDING))
+        return 0; /* repair is deleting or copying it: its answer decides */
     chunks_replica_set(cm, c, server_id, rep->version, st);
     if (rep->length > c->length) c->length = rep->length;
     return st == DFS_RS_STALE;

@@ -44,6 +44,10 @@ struct cm_chunk {
     struct cm_replica *reps;
     uint64_t lease_session;
     uint64_t lease_expire_ms;
+    /* repair bookkeeping (repair.c; soft) */
+    uint8_t rq;              /* queued in the repair queue */
+    uint8_t rops;            /* repair operations in flight */
+    uint64_t retry_after_ms; /* repair backs off until then */
 };
 
 struct cm_server {
@@ -100,6 +104,11 @@ struct cm_server *chunks_server(struct chunks *cm, uint32_t id);
 /* Iterate servers: index 0..n-1 (NULL past the end). */
 struct cm_server *chunks_server_at(struct chunks *cm, uint32_t i);
 uint64_t chunks_count(struct chunks *cm);
+/* Iterate the chunk table: *pos starts at 0; returns the next chunk at or
+ * after *pos and advances *pos past it, or NULL (and *pos = 0) at the end.
+ * Positions stay meaningful across inserts/deletes (entries may be seen twice
+ * or missed after a resize: fine for background scans). */
+struct cm_chunk *chunks_iter(struct chunks *cm, uint64_t *pos);
 /* Replica usable for reads/writes: state OK, server up. */
 bool chunks_replica_live(struct chunks *cm, const struct cm_replica *r);
 /* Effective state of a replica for listings (DOWN if its server is down). */

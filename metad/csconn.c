@@ -88,7 +88,9 @@ void csconn_report(struct rpc_req *req)
     unsigned orphans = 0, stale = 0;
     for (uint32_t i = 0; i < b->chunks_count; i++) {
         const struct dfs_chunkrep *r = &b->chunks[i];
-        if (chunks_report(m->cm, s->id, r)) {
+        int del = chunks_report(m->cm, s->id, r);
+        if (m->rp && chunks_get(m->cm, r->chunk_id)) repair_note_chunk(m->rp, r->chunk_id);
+        if (del) {
             if (!chunks_get(m->cm, r->chunk_id)) {
                 /* No file owns it (deleted while this server was away). */
                 if (journal_ready(m->j)) csconn_delete(m, s->id, r->chunk_id, r->version);
@@ -112,6 +114,13 @@ void csconn_heartbeat(struct rpc_req *req)
     if (st == DFS_OK) {
         struct cm_server *s = chunks_server(m->cm, b->server_id);
         attach(s, req->conn);
+        for (uint32_t i = 0; m->rp && i < b->changes_count; i++) {
+            if (b->changes[i].state == DFS_RS_CORRUPT || b->changes[i].state == DFS_RS_LOST)
+                log_notice("chunkd %u: chunk %llu %s", s->id,
+                           (unsigned long long)b->changes[i].chunk_id,
+                           b->changes[i].state == DFS_RS_CORRUPT ? "corrupt" : "lost");
+            repair_note_chunk(m->rp, b->changes[i].chunk_id);
+        }
     }
     rpc_reply_status(req, (uint32_t)st);
 }
@@ -131,6 +140,7 @@ void csconn_disconnected(struct rpc_conn *c)
 
 struct callctx {
     void (*cb)(void *arg, uint32_t server_id, int status);
+    void (*cb2)(void *arg, int status, uint64_t length); /* REPLICATE, DELETE with callback */
     void *arg;
     uint32_t server_id;
     uint64_t chunk;
@@ -141,7 +151,12 @@ static void call_done(void *arg, int status, struct dfs_frame *reply)
 {
     struct callctx *x = arg;
     int st = status == DFS_OK ? (int)reply->status : status;
-    if (x->cb) {
+    if (x->cb2) {
+        uint64_t len = 0;
+        if (st == DFS_OK && reply && reply->op == DFS_OP_REPLICATE)
+            len = ((const struct dfs_msg_write_resp *)reply->body)->length;
+        x->cb2(x->arg, st, len);
+    } else if (x->cb) {
         x->cb(x->arg, x->server_id, st);
     } else if (st != DFS_OK && st != DFS_ENOCHUNK) {
         log_info("chunkd %u: chunk %llu: %s", x->server_id, (unsigned long long)x->chunk,
@@ -155,17 +170,23 @@ static void call_done(void *arg, int status, struct dfs_frame *reply)
     free(x);
 }
 
-static int call(struct metad *m, uint32_t server_id, unsigned op, const void *body,
-                struct callctx *x)
+static int call_t(struct metad *m, uint32_t server_id, unsigned op, const void *body,
+                  struct callctx *x, uint32_t timeout_ms)
 {
     struct cm_server *s = chunks_server(m->cm, server_id);
     if (!s || !s->conn || !rpc_conn_ready(s->conn)) {
         free(x);
         return DFS_ECONN;
     }
-    int st = rpc_call(s->conn, op, body, m->o.rpc_timeout_ms, call_done, x);
+    int st = rpc_call(s->conn, op, body, timeout_ms, call_done, x);
     if (st != DFS_OK) free(x);
     return st;
+}
+
+static int call(struct metad *m, uint32_t server_id, unsigned op, const void *body,
+                struct callctx *x)
+{
+    return call_t(m, server_id, op, body, x, m->o.rpc_timeout_ms);
 }
 
 int csconn_setversion(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t oldv,
@@ -174,7 +195,7 @@ int csconn_setversion(struct metad *m, uint32_t server_id, uint64_t chunk, uint3
 {
     struct callctx *x = calloc(1, sizeof(*x));
     if (!x) return DFS_ENOMEM;
-    *x = (struct callctx){cb, arg, server_id, chunk, 0};
+    *x = (struct callctx){cb, NULL, arg, server_id, chunk, 0};
     struct dfs_msg_setversion b = {.chunk_id = chunk, .old_version = oldv, .version = newv};
     return call(m, server_id, DFS_OP_SETVERSION, &b, x);
 }
@@ -184,7 +205,7 @@ int csconn_truncate(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_
 {
     struct callctx *x = calloc(1, sizeof(*x));
     if (!x) return DFS_ENOMEM;
-    *x = (struct callctx){NULL, NULL, server_id, chunk, newv};
+    *x = (struct callctx){NULL, NULL, NULL, server_id, chunk, newv};
     struct dfs_msg_truncate b = {.chunk_id = chunk, .old_version = oldv, .version = newv,
                                  .length = length};
     return call(m, server_id, DFS_OP_TRUNCATE, &b, x);
@@ -194,10 +215,47 @@ int csconn_delete(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t 
 {
     struct callctx *x = calloc(1, sizeof(*x));
     if (!x) return DFS_ENOMEM;
-    *x = (struct callctx){NULL, NULL, server_id, chunk, 0};
+    *x = (struct callctx){NULL, NULL, NULL, server_id, chunk, 0};
     struct dfs_msg_chunk_req b;
     memset(&b, 0, sizeof(b));
     b.chunk_id = chunk;
     b.version = version;
     return call(m, server_id, DFS_OP_DELETE, &b, x);
+}
+
+int csconn_delete_cb(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version,
+                     void (*cb)(void *arg, int status, uint64_t length), void *arg)
+{
+    struct callctx *x = calloc(1, sizeof(*x));
+    if (!x) return DFS_ENOMEM;
+    *x = (struct callctx){NULL, cb, arg, server_id, chunk, 0};
+    struct dfs_msg_chunk_req b;
+    memset(&b, 0, sizeof(b));
+    b.chunk_id = chunk;
+    b.version = version;
+    return call(m, server_id, DFS_OP_DELETE, &b, x);
+}
+
+int csconn_replicate(struct metad *m, uint32_t target, uint64_t chunk, uint32_t version,
+                     const uint32_t *sources, unsigned nsources, uint32_t timeout_ms,
+                     void (*cb)(void *arg, int status, uint64_t length), void *arg)
+{
+    struct dfs_replica src[2 * DFS_MAX_GOAL + 2];
+    unsigned n = 0;
+    for (unsigned i = 0; i < nsources && n < sizeof(src) / sizeof(src[0]); i++) {
+        struct cm_server *s = chunks_server(m->cm, sources[i]);
+        if (!s || !s->port) continue;
+        chunks_fill_replica(m->cm, sources[i], DFS_RS_OK, &src[n++]);
+    }
+    if (!n) return DFS_ENOSERVERS;
+    struct callctx *x = calloc(1, sizeof(*x));
+    if (!x) return DFS_ENOMEM;
+    *x = (struct callctx){NULL, cb, arg, target, chunk, 0};
+    struct dfs_msg_replicate b;
+    memset(&b, 0, sizeof(b));
+    b.chunk_id = chunk;
+    b.version = version;
+    b.sources = src;
+    b.sources_count = n;
+    return call_t(m, target, DFS_OP_REPLICATE, &b, x, timeout_ms);
 }

@@ -35,6 +35,20 @@ static const struct cfg_key keys[] = {
     {"snapshot_threshold", CFG_U64, "100000", 64, 100000000, "log entries between snapshots"},
     {"min_free", CFG_SIZE, "1G", 0, 0, "a chunkd with less free space is full"},
     {"chunkd_timeout_ms", CFG_U64, "5000", 100, 600000, "deadline of metad -> chunkd calls"},
+    {"client_peers", CFG_STR, "", 0, 0,
+     "ID@HOST:PORT,... client address of every metad (HELLO tells clients the leader)"},
+    {"repair_tick_ms", CFG_U64, "250", 10, 60000, "period of the self-healing loop"},
+    {"repair_max_running", CFG_U64, "16", 1, 100000, "replications in flight, cluster-wide"},
+    {"repair_max_per_target", CFG_U64, "2", 1, 1000, "replications per server as target"},
+    {"repair_max_per_source", CFG_U64, "4", 1, 1000, "replications per server as source"},
+    {"repair_start_delay_ms", CFG_U64, "10000", 0, 3600000,
+     "no re-replication this long after becoming leader (servers re-register first)"},
+    {"repair_retry_ms", CFG_U64, "2000", 10, 3600000, "back-off of a chunk that could not be repaired"},
+    {"repair_scan_per_tick", CFG_U64, "20000", 1, 100000000, "chunks checked per tick by the background scan"},
+    {"replicate_timeout_ms", CFG_U64, "600000", 1000, 86400000, "deadline of one REPLICATE"},
+    {"gc_rate", CFG_U64, "200", 1, 1000000, "deletes of unreferenced chunks per second per server"},
+    {"rebalance_pct", CFG_U64, "5", 0, 100, "rebalance while a server's usage is this far from the mean (0 = off)"},
+    {"rebalance_max", CFG_U64, "4", 1, 10000, "rebalance copies in flight"},
     {"pid_file", CFG_STR, "/run/dfs-metad.pid", 0, 0, "pid file (daemon mode)"},
     {"log_level", CFG_STR, "info", 0, 0, "err|warning|notice|info|debug|trace"},
     {NULL, 0, NULL, 0, 0, NULL},
@@ -207,6 +221,21 @@ int main(int argc, char **argv)
     M.o.session_timeout_ms = (uint32_t)cfg_u64(c, "session_timeout_ms");
     M.o.reply_cache_idle_s = (uint32_t)cfg_u64(c, "reply_cache_idle_s");
     M.o.rpc_timeout_ms = (uint32_t)cfg_u64(c, "chunkd_timeout_ms");
+    M.client_peers = cfg_str(c, "client_peers");
+    M.replicate_timeout_ms = (uint32_t)cfg_u64(c, "replicate_timeout_ms");
+    M.ro = (struct repair_opts){
+        .tick_ms = (uint32_t)cfg_u64(c, "repair_tick_ms"),
+        .max_running = (uint32_t)cfg_u64(c, "repair_max_running"),
+        .max_per_target = (uint32_t)cfg_u64(c, "repair_max_per_target"),
+        .max_per_source = (uint32_t)cfg_u64(c, "repair_max_per_source"),
+        .gc_rate = (uint32_t)cfg_u64(c, "gc_rate"),
+        .rebalance_pct = (uint32_t)cfg_u64(c, "rebalance_pct"),
+        .rebalance_max = (uint32_t)cfg_u64(c, "rebalance_max"),
+        .server_timeout_ms = (uint32_t)cfg_u64(c, "server_timeout_ms"),
+        .start_delay_ms = (uint32_t)cfg_u64(c, "repair_start_delay_ms"),
+        .retry_ms = (uint32_t)cfg_u64(c, "repair_retry_ms"),
+        .scan_per_tick = (uint32_t)cfg_u64(c, "repair_scan_per_tick"),
+    };
 
     struct journal_opts jo = {
         .dir = data_dir,

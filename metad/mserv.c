@@ -247,7 +247,13 @@ void mserv_after_apply(struct metad *m, const struct fs_result *res)
         if (!ch) continue;
         for (unsigned r = 0; r < ch->nrep; r++) {
             struct cm_replica *rep = &ch->reps[r];
-            if (rep->version != c->old_version || !chunks_replica_live(m->cm, rep)) continue;
+            /* apply() already moved the chunk to the new version, which marked
+             * the copies still at old_version stale: those are exactly the
+             * ones to truncate (and bring to the new version). */
+            if (rep->version != c->old_version ||
+                (rep->state != DFS_RS_OK && rep->state != DFS_RS_STALE) ||
+                chunks_replica_state(m->cm, rep) == DFS_RS_DOWN)
+                continue;
             if (csconn_truncate(m, rep->server_id, c->chunk_id, c->old_version, c->version,
                                 c->length) == DFS_OK) {
                 rep->version = c->version;
@@ -483,6 +489,10 @@ static void op_done(void *arg, int status, struct fs_result *res)
     case DFS_OP_SETGOAL: reply_count(w->req, res->status, res->val); break;
     default: rpc_reply_status(w->req, (uint32_t)res->status); break;
     }
+    /* goal changes and drains take effect in the background */
+    if (res->status == DFS_OK && m->rp &&
+        (w->op == DFS_OP_SETGOAL || w->op == DFS_OP_DRAIN || w->op == DFS_OP_SETXATTR))
+        repair_note_all(m->rp);
     free(w);
 }
 
@@ -892,10 +902,13 @@ static void h_badreplica(struct rpc_req *req)
     if (!c) return (void)rpc_reply_status(req, DFS_ENOCHUNK);
     for (unsigned i = 0; i < c->nrep; i++)
         if (c->reps[i].server_id == b->server_id) c->reps[i].state = DFS_RS_CORRUPT;
+    if (m->rp) repair_note_chunk(m->rp, b->chunk_id);
     log_notice("chunk %llu: client reports a bad copy on server %u (reason %u)",
                (unsigned long long)b->chunk_id, b->server_id, b->reason);
     rpc_reply_status(req, DFS_OK);
 }
+
+static const char *leader_client_addr(struct metad *m);
 
 static uint32_t goal_of(void *arg, uint64_t ino)
 {
@@ -950,8 +963,15 @@ static void h_status(struct rpc_req *req)
     r.missing = h.missing;
     r.files = st.files;
     r.dirs = st.dirs;
-    r.gc_pending = chunks_gc_pending(m->cm);
-    const char *l = journal_leader(m->j, NULL);
+    struct repair_stats rs;
+    memset(&rs, 0, sizeof(rs));
+    if (m->rp) repair_stats(m->rp, &rs);
+    r.repair_queue = rs.queued;
+    r.repairs_running = rs.running + rs.deleting; /* copies and deletions in flight */
+    r.repairs_done = rs.done;
+    r.bytes_replicated = rs.bytes;
+    r.gc_pending = rs.gc_queued ? rs.gc_queued : chunks_gc_pending(m->cm);
+    const char *l = leader_client_addr(m);
     r.leader.ptr = l ? l : "";
     r.leader.len = (uint32_t)strlen(r.leader.ptr);
     r.raft_index = journal_applied(m->j);
@@ -970,10 +990,7 @@ static void tick_cb(uv_timer_t *t)
     if (!journal_ready(m->j)) return;
     uint64_t now = dfs_mono_ms();
 
-    /* Deleted chunks: tell their servers. */
-    struct cm_gc gc[256];
-    unsigned n = chunks_gc_take(m->cm, gc, 256);
-    for (unsigned i = 0; i < n; i++) csconn_delete(m, gc[i].server_id, gc[i].chunk_id, gc[i].version);
+    /* Deleted chunks' replicas are deleted by repair.c (throttled GC). */
 
     /* Sessions that went quiet: their handles are closed. */
     for (struct msess **pp = &m->sessions; *pp;) {
@@ -1019,6 +1036,99 @@ void mserv_on_leader(void *arg, bool leader)
 {
     struct metad *m = arg;
     m->leader_since_ms = leader ? dfs_mono_ms() : 0;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* self-healing glue (repair.c decides, csconn.c talks to chunkd) */
+
+static void rp_repl_cb(void *arg, int status, uint64_t length)
+{
+    if (metad_g->rp) repair_replicate_done(metad_g->rp, arg, status, length);
+}
+
+static void rp_del_cb(void *arg, int status, uint64_t length)
+{
+    (void)length;
+    if (metad_g->rp) repair_delete_done(metad_g->rp, arg, status);
+}
+
+static int rp_replicate(void *arg, uint32_t target, uint64_t chunk, uint32_t version,
+                        const uint32_t *sources, unsigned nsources, void *token)
+{
+    struct metad *m = arg;
+    return csconn_replicate(m, target, chunk, version, sources, nsources,
+                            m->replicate_timeout_ms, rp_repl_cb, token);
+}
+
+static int rp_del(void *arg, uint32_t server, uint64_t chunk, uint32_t version, void *token)
+{
+    struct metad *m = arg;
+    if (!token) return csconn_delete(m, server, chunk, version);
+    return csconn_delete_cb(m, server, chunk, version, rp_del_cb, token);
+}
+
+static uint32_t goal_of(void *arg, uint64_t ino);
+
+static uint32_t rp_goal(void *arg, uint64_t ino)
+{
+    struct metad *m = arg;
+    return goal_of(m->fs, ino);
+}
+
+static void rtick_cb(uv_timer_t *t)
+{
+    struct metad *m = t->data;
+    repair_set_leader(m->rp, journal_ready(m->j));
+    repair_tick(m->rp);
+}
+
+/* Client address ("host:port") of metad node `id` from client_peers, or NULL. */
+static const char *client_addr_of(struct metad *m, uint64_t id, char *buf, size_t len)
+{
+    const char *p = m->client_peers;
+    while (p && *p) {
+        char *end;
+        unsigned long long nid = strtoull(p, &end, 10);
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if (end > p && *end == '@' && nid == id) {
+            size_t a = n - (size_t)(end + 1 - p);
+            if (a + 1 > len) return NULL;
+            memcpy(buf, end + 1, a);
+            buf[a] = 0;
+            return buf;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The leader's client address when known (else its raft address). */
+static const char *leader_client_addr(struct metad *m)
+{
+    uint64_t id = 0;
+    const char *raft = journal_leader(m->j, &id);
+    if (!raft) return NULL;
+    const char *c = id ? client_addr_of(m, id, m->client_leader, sizeof(m->client_leader)) : NULL;
+    return c ? c : raft;
+}
+
+static void on_hello(struct rpc_conn *c, const struct dfs_msg_hello *hello,
+                     struct dfs_msg_hello_resp *resp)
+{
+    (void)c;
+    (void)hello;
+    struct metad *m = metad_g;
+    resp->status = DFS_OK;
+    if (journal_ready(m->j)) return;
+    uint64_t id = 0;
+    if (!journal_leader(m->j, &id) || !id) return;
+    const char *a = client_addr_of(m, id, m->client_leader, sizeof(m->client_leader));
+    if (a) {
+        resp->leader.ptr = a;
+        resp->leader.len = (uint32_t)strlen(a);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1079,12 +1189,20 @@ int mserv_start(struct metad *m, char *err, size_t errlen)
     o.max_frame_in = DFS_MAX_FRAME_TO_METAD;
     o.handlers = handlers;
     o.on_disconnected = on_disconnected;
+    o.on_hello = on_hello;
     o.data = m;
     m->srv = rpc_listen(m->loop, m->o.listen_host, m->o.listen_port, &o, err, errlen);
     if (!m->srv) return -1;
     uv_timer_init(m->loop, &m->tick);
     m->tick.data = m;
     uv_timer_start(&m->tick, tick_cb, 1000, 1000);
+    struct repair_io io = {rp_replicate, rp_del, rp_goal, m};
+    if (!m->replicate_timeout_ms) m->replicate_timeout_ms = 600000;
+    m->rp = repair_new(m->cm, &m->ro, &io);
+    uv_timer_init(m->loop, &m->rtick);
+    m->rtick.data = m;
+    uint32_t rt = m->ro.tick_ms ? m->ro.tick_ms : 250;
+    uv_timer_start(&m->rtick, rtick_cb, rt, rt);
     return 0;
 }
 
@@ -1093,4 +1211,5 @@ void mserv_stop(struct metad *m)
     if (m->srv) rpc_server_close(m->srv);
     m->srv = NULL;
     uv_timer_stop(&m->tick);
+    if (m->rp) uv_timer_stop(&m->rtick);
 }

@@ -9,6 +9,7 @@
 #include "chunks.h"
 #include "fs.h"
 #include "journal.h"
+#include "repair.h"
 #include "rpc.h"
 
 struct mserv_opts {
@@ -32,6 +33,12 @@ struct metad {
     struct oftab *opens;      /* ino -> number of open handles (all sessions) */
     struct msess *sessions;   /* client sessions with open handles */
     uint64_t leader_since_ms; /* 0 when not the leader */
+    struct repair *rp;        /* self-healing (repair.c), driven by rtick */
+    struct repair_opts ro;
+    uint32_t replicate_timeout_ms; /* deadline of one REPLICATE (600000) */
+    uv_timer_t rtick;
+    char client_leader[300];  /* scratch for the HELLO leader field */
+    const char *client_peers; /* "ID@HOST:PORT,...": client address of each metad */
 };
 
 extern struct metad *metad_g;
@@ -59,5 +66,13 @@ int csconn_setversion(struct metad *m, uint32_t server_id, uint64_t chunk, uint3
 int csconn_truncate(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t oldv,
                     uint32_t newv, uint64_t length);
 int csconn_delete(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version);
+/* Same with a completion callback (length unused). */
+int csconn_delete_cb(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version,
+                     void (*cb)(void *arg, int status, uint64_t length), void *arg);
+/* REPLICATE chunk@version from sources onto target; cb gets the chunkd's
+ * status and the copied length. */
+int csconn_replicate(struct metad *m, uint32_t target, uint64_t chunk, uint32_t version,
+                     const uint32_t *sources, unsigned nsources, uint32_t timeout_ms,
+                     void (*cb)(void *arg, int status, uint64_t length), void *arg);
 
 #endif /* DFS_METAD_MSERV_H */

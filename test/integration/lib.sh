@@ -67,7 +67,7 @@ dfs_start_metad() { # [extra -o key=value ...]
     RAFT_PORT=${RAFT_PORT:-$(dfs_free_port)}
     mkdir -p "$T/metad"
     "$BIN/metad" -f -o listen=${METAD_HOST:-127.0.0.1}:$METAD_PORT -o raft_listen=127.0.0.1:$RAFT_PORT \
-        -o data_dir="$T/metad" -o http_listen= -o server_timeout_ms=${SERVER_TIMEOUT_MS:-3000} \
+        -o data_dir="$T/metad" -o http_listen= -o server_timeout_ms=${SERVER_TIMEOUT_MS:-3000} -o repair_start_delay_ms=1000 \
         "$@" >>"$T/metad.log" 2>&1 &
     METAD_PID=$!
     wait_until 20 port_open "$METAD_PORT" || fail "metad did not open port $METAD_PORT"
