@@ -8,6 +8,9 @@
 #   make fuzz       build the libFuzzer target (clang); FUZZ_SECONDS=600 make fuzz-run
 
 SHELL := /bin/bash
+# A failing command on the left of a pipe (e.g. the fuzzer piped to tail) must
+# fail the recipe.
+.SHELLFLAGS := -o pipefail -c
 .DEFAULT_GOAL := all
 
 CC ?= cc
