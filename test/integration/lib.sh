@@ -189,6 +189,14 @@ dfs_cleanup() {
     done
     [ -n "$METAD_PID" ] && wait_pid_exit "$METAD_PID" 10
     for i in "${DFS_NETNS[@]:-}"; do [ -n "$i" ] && ip netns del "$i" 2>/dev/null; done
+    # Sanitizer builds: any report in a daemon's log fails the test.
+    if grep -lE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$T"/*.log >/dev/null 2>&1; then
+        for f in $(grep -lE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$T"/*.log); do
+            echo "----- sanitizer report in $f"
+            grep -E -A30 "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$f" | head -60
+        done
+        rc=1; DFS_FAILED=1
+    fi
     if [ "$DFS_FAILED" = 0 ] && [ "$DFS_KEEP" = 0 ]; then rm -rf "$T"; else echo "kept $T"; fi
     exit $rc
 }
