@@ -81,6 +81,15 @@ static int add_fuse_opt(struct opts *o, const char *s)
     return 0;
 }
 
+static void opts_free(struct opts *o)
+{
+    free(o->fuse_opts);
+    for (int i = 0; i < o->nours; i++)
+        free(o->ours[i]);
+    if (o->conf_given)
+        free((char *)o->conf);
+}
+
 static int parse_o(struct opts *o, const char *list)
 {
     char *dup = strdup(list), *save = NULL;
@@ -141,7 +150,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
         } else if (strcmp(a, "-n") == 0) {
             /* mount -n (no mtab): nothing to do */
         } else if (strcmp(a, "-c") == 0 && i + 1 < argc) {
-            o->conf = argv[++i];
+            o->conf = strdup(argv[++i]);
             o->conf_given = true;
         } else if (strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) {
@@ -361,6 +370,8 @@ err_after_mount:
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     cfg_free(cfg);
+    fuse_opt_free_args(&args);
     free(fopts);
+    opts_free(&o);
     return ret;
 }
