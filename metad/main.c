@@ -13,6 +13,7 @@
 #include "chunks.h"
 #include "config.h"
 #include "fs.h"
+#include "http.h"
 #include "journal.h"
 #include "log.h"
 #include "mserv.h"
@@ -25,7 +26,7 @@ static const struct cfg_key keys[] = {
     {"raft_listen", CFG_STR, "127.0.0.1:9521", 0, 0, "raft address of this node"},
     {"node_id", CFG_U64, "1", 1, 1u << 30, "raft node id"},
     {"peers", CFG_STR, "", 0, 0, "ID@HOST:PORT,... raft voters (empty: this node alone)"},
-    {"http_listen", CFG_STR, "", 0, 0, "HTTP dashboard (empty = off; not implemented yet)"},
+    {"http_listen", CFG_STR, "127.0.0.1:9580", 0, 0, "HTTP dashboard, JSON API and /metrics (empty = off)"},
     {"server_timeout_ms", CFG_U64, "5000", 100, 3600000, "chunkd without heartbeat -> down"},
     {"lease_ms", CFG_U64, "30000", 100, 3600000, "write lease of a chunk"},
     {"session_timeout_ms", CFG_U64, "120000", 1000, 86400000,
@@ -55,6 +56,7 @@ static const struct cfg_key keys[] = {
 };
 
 static struct metad M;
+static struct http_server *http_srv;
 static uv_signal_t sig_term, sig_int;
 
 static void usage(FILE *f)
@@ -89,6 +91,8 @@ static void on_signal(uv_signal_t *s, int signum)
     log_notice("signal %d: stopping", signum);
     uv_signal_stop(&sig_term);
     uv_signal_stop(&sig_int);
+    http_stop(http_srv);
+    http_srv = NULL;
     mserv_stop(&M);
     journal_close(M.j, closed, NULL);
 }
@@ -190,6 +194,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "metad: cannot listen on %s\n", err);
         return 1;
     }
+    if (*cfg_str(c, "http_listen")) {
+        char hhost[256];
+        int hport;
+        if (dfs_parse_hostport(cfg_str(c, "http_listen"), DFS_PORT_HTTP, hhost, sizeof(hhost),
+                               &hport, err, sizeof(err)) != 0) {
+            fprintf(stderr, "metad: http_listen: %s\n", err);
+            return 2;
+        }
+        if (port_free(hhost, hport, err, sizeof(err))) {
+            fprintf(stderr, "metad: cannot listen on %s (http_listen)\n", err);
+            return 1;
+        }
+    }
     if (!foreground) {
         if (dfs_daemonize(-1) != 0) {
             fprintf(stderr, "metad: daemonize failed\n");
@@ -256,8 +273,13 @@ int main(int argc, char **argv)
         log_err("cannot listen: %s", err);
         return 1;
     }
-    if (*cfg_str(c, "http_listen"))
-        log_warn("http_listen is set but the HTTP dashboard is not implemented yet");
+    if (*cfg_str(c, "http_listen")) {
+        http_srv = http_start(&M, cfg_str(c, "http_listen"), err, sizeof(err));
+        if (!http_srv) {
+            log_err("http_listen: cannot listen: %s", err);
+            return 1;
+        }
+    }
     uv_signal_init(M.loop, &sig_term);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_init(M.loop, &sig_int);
