@@ -266,7 +266,10 @@ enum dfs_dir_state {
 #define DFS_MSG_empty(F)
 #define DFS_MSG_ino_req(F) F(OBJ, cred, cred) F(U64, ino)
 #define DFS_MSG_name_req(F) F(OBJ, cred, cred) F(U64, parent) F(STR, name)
-#define DFS_MSG_attr_resp(F) F(U32, status) F(OBJ, attr, attr)
+#define DFS_MSG_attr_resp(F) F(U32, status) F(OBJ, attr, attr)                  \
+    F(OBJ, layout, layout) /* CREATE, OPEN of a file: its layout (else zero) */      \
+    F(ARR, chunks, chunk)  /* OPEN: chunks with index < chunks_known, as CHUNKS */   \
+    F(U32, chunks_known)   /* OPEN: chunk indices [0, chunks_known) are listed */
 #define DFS_MSG_setattr(F)                                                          \
     F(OBJ, cred, cred) F(U64, ino) F(U32, valid) F(U32, mode) F(U32, uid)             \
     F(U32, gid) F(U64, size) F(I64, atime) F(I64, mtime)

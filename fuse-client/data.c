@@ -31,6 +31,7 @@ struct dsrv {
     int port;
     struct rpc_conn *conn; /* srv_mu */
     uint64_t bad_until_ms; /* srv_mu */
+    uint64_t down_since_ms; /* srv_mu: first seen unconnected (0: seen connected) */
 };
 
 /* ----- small helpers ----- */
@@ -101,11 +102,35 @@ static struct dsrv *srv_get(struct dfsc *c, uint32_t id, const char *host, int p
 static struct rpc_conn *srv_conn(struct dfsc *c, struct dsrv *s)
 {
     pthread_mutex_lock(&c->srv_mu);
-    if (s->conn == NULL)
+    uint64_t now = dfs_mono_ms();
+    if (s->conn == NULL) {
         s->conn = rpc_mt_connect(c->mt, s->host, s->port, chunk_opts(c));
+        s->down_since_ms = now; /* a new link gets a second to connect */
+    }
     struct rpc_conn *conn = s->conn;
+    /* A call on a link that is down waits in the queue until its deadline:
+     * once the server is known unreachable (its link was up and is lost, or
+     * a new one did not come up within a second) fail at once (DFS_ECONN),
+     * so the caller fails over or asks for a new chain, as chunkd's
+     * peer_get does for chain forwards. */
+    if (conn && rpc_conn_ready(conn)) {
+        s->down_since_ms = 0;
+    } else if (conn) {
+        if (s->down_since_ms == 0)
+            s->down_since_ms = now > 1001 ? now - 1001 : 1; /* was up: lost */
+        if (now - s->down_since_ms > 1000)
+            conn = NULL;
+    }
     pthread_mutex_unlock(&c->srv_mu);
     return conn;
+}
+
+/* Deadline of one call on conn: a link still connecting gets a few seconds. */
+static uint32_t srv_call_ms(struct dfsc *c, struct rpc_conn *conn)
+{
+    if (conn && !rpc_conn_ready(conn))
+        return DFS_MIN(c->chunk_timeout_ms, 3000u);
+    return c->chunk_timeout_ms;
 }
 
 static void srv_mark_bad(struct dfsc *c, struct dsrv *s)
@@ -284,7 +309,16 @@ void dnode_open_drop(struct dfsc *c, struct dnode *n, bool writer)
         n->nopen--;
     if (writer && n->nwriters)
         n->nwriters--;
+    bool last = n->nopen == 0;
     pthread_mutex_unlock(&c->itab_mu);
+    if (last) {
+        /* metad ends our write leases on the file at its last RELEASE (also
+         * grants taken by an fsync on a read-only handle): forget them. */
+        pthread_mutex_lock(&n->mu);
+        for (size_t i = 0; i < n->nchunks; i++)
+            n->chunks[i].grant_until_ms = 0;
+        pthread_mutex_unlock(&n->mu);
+    }
 }
 
 void dnode_set_attr(struct dnode *n, const struct dfs_attr *a)
@@ -356,6 +390,29 @@ static void data_metad_cred(struct dfs_cred *cr)
     data_cred(cr, 0, 0, NULL, 0);
 }
 
+/* metad listed chunks [first, first+count): chs (the existing ones). */
+static void chunks_listed(struct dfsc *c, struct dnode *n, uint64_t first, uint32_t count,
+                          const struct dfs_chunk *chs, uint32_t nch)
+{
+    uint64_t now = dfs_mono_ms();
+    if (count > 0 && chunk_slot(n, first + count - 1) != NULL) {
+        for (uint64_t i = first; i < first + count; i++) {
+            struct dchunk *dc = &n->chunks[i];
+            if (dc->grant_until_ms > now)
+                continue; /* our own write lease is newer than any listing */
+            dc->known = true;
+            dc->exists = false;
+        }
+    }
+    for (uint32_t i = 0; i < nch; i++) {
+        struct dchunk *dc = chunk_slot(n, chs[i].index);
+        if (dc == NULL || dc->grant_until_ms > now)
+            continue;
+        chunk_fill(c, dc, &chs[i]);
+    }
+    n->chunks_ms = now;
+}
+
 /* Ask metad for chunks [first, first+count) (and the layout). */
 static int fetch_chunks(struct dfsc *c, struct dnode *n, uint64_t first, uint32_t count)
 {
@@ -383,26 +440,24 @@ static int fetch_chunks(struct dfsc *c, struct dnode *n, uint64_t first, uint32_
         }
         if (n->have_attr)
             n->attr.size = r->size;
-        uint64_t now = dfs_mono_ms();
-        if (count > 0 && chunk_slot(n, first + count - 1) != NULL) {
-            for (uint64_t i = first; i < first + count; i++) {
-                struct dchunk *dc = &n->chunks[i];
-                if (dc->grant_until_ms > now)
-                    continue; /* our own write lease is newer than any listing */
-                dc->known = true;
-                dc->exists = false;
-            }
-        }
-        for (uint32_t i = 0; i < r->chunks_count; i++) {
-            struct dchunk *dc = chunk_slot(n, r->chunks[i].index);
-            if (dc == NULL || dc->grant_until_ms > now)
-                continue;
-            chunk_fill(c, dc, &r->chunks[i]);
-        }
-        n->chunks_ms = now;
+        chunks_listed(c, n, first, count, r->chunks, r->chunks_count);
     }
     rpc_frame_release(rep);
     return st;
+}
+
+void data_seed_chunks(struct dfsc *c, struct dnode *n, const struct dfs_layout *l,
+                      const struct dfs_chunk *chs, uint32_t nch, uint32_t known)
+{
+    if (!layout_valid(l))
+        return;
+    if (!n->have_layout) {
+        n->layout = *l;
+        n->have_layout = true;
+    }
+    if (known > 0 && n->layout.stripe_unit == l->stripe_unit &&
+        n->layout.stripe_count == l->stripe_count && n->layout.chunk_size == l->chunk_size)
+        chunks_listed(c, n, 0, known, chs, nch);
 }
 
 int data_ensure_layout(struct dfsc *c, struct dnode *n)
@@ -539,7 +594,7 @@ static void wreq_submit(struct dfsc *c, struct dflight *f, struct wreq *r, struc
     r->res.reply = NULL;
     if (conn == NULL)
         return;
-    rpc_mt_submit(c->mt, conn, DFS_OP_WRITE, &r->msg, c->chunk_timeout_ms, &f->b, &r->res);
+    rpc_mt_submit(c->mt, conn, DFS_OP_WRITE, &r->msg, srv_call_ms(c, conn), &f->b, &r->res);
 }
 
 /* Outcome of a finished write/sync: DFS_OK or an error plus the server to blame. */
@@ -970,7 +1025,7 @@ int data_fsync(struct dfsc *c, struct dnode *n)
             s[k].res.status = DFS_ECONN;
             struct rpc_conn *conn = dc->nrep ? srv_conn(c, dc->rep[0]) : NULL;
             if (conn)
-                rpc_mt_submit(c->mt, conn, DFS_OP_SYNC, &s[k].msg, c->chunk_timeout_ms, &b,
+                rpc_mt_submit(c->mt, conn, DFS_OP_SYNC, &s[k].msg, srv_call_ms(c, conn), &b,
                               &s[k].res);
             k++;
         }
@@ -1084,7 +1139,7 @@ static void rreq_send(struct dfsc *c, struct dwindow *w, struct rreq *r, const s
     r->res.reply = NULL;
     struct rpc_conn *conn = srv_conn(c, r->srv);
     if (conn)
-        rpc_mt_submit(c->mt, conn, DFS_OP_READ, &r->msg, c->chunk_timeout_ms, &w->b, &r->res);
+        rpc_mt_submit(c->mt, conn, DFS_OP_READ, &r->msg, srv_call_ms(c, conn), &w->b, &r->res);
 }
 
 /* Copy a READ answer into the segments of r, zero-filling what is short. */

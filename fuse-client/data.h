@@ -163,6 +163,11 @@ int data_fsync(struct dfsc *c, struct dnode *n);
 void data_invalidate(struct dfsc *c, struct dnode *n);
 /* Make sure n->layout is known (CHUNKS). */
 int data_ensure_layout(struct dfsc *c, struct dnode *n);
+/* Layout and chunk listing that came with an OPEN/CREATE reply: chunk
+ * indices [0, known) are listed in chs (nch of them exist).  Ignored when l
+ * is not a valid layout (an older metad). */
+void data_seed_chunks(struct dfsc *c, struct dnode *n, const struct dfs_layout *l,
+                      const struct dfs_chunk *chs, uint32_t nch, uint32_t known);
 /* Extend the file to at least size (fallocate mode 0). */
 int data_extend(struct dfsc *c, struct dnode *n, uint64_t size);
 

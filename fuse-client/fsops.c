@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "checksum.h"
 #include "log.h"
 #include "util.h"
 
@@ -35,6 +36,8 @@ struct ddir {
     size_t n, cap;
     uint64_t cookie;
     bool eof;
+    bool cached;      /* e came from the listing cache (no attributes) */
+    uint64_t t0, gen; /* when and at which ns_gen listing from cookie 0 began */
 };
 
 /* Set once a security.capability xattr was written through this mount;
@@ -44,6 +47,221 @@ static volatile int caps_seen;
 static struct dfsc *CL(fuse_req_t req)
 {
     return fuse_req_userdata(req);
+}
+
+/* ----- directories this mount just made ----- */
+
+/*
+ * A directory made by this mount was empty when metad made it.  For the
+ * entry timeout after that (the staleness the kernel's own negative dentries
+ * already allow) a lookup in it of a name this mount has not added is
+ * answered ENOENT here, without asking metad: mkdir -p, tar and cp -r create
+ * inside fresh directories and each create would otherwise cost one
+ * negative LOOKUP round trip.  Names this mount adds (any create, link,
+ * symlink or rename into it) are remembered by hash, so their lookups still
+ * go to metad; a hash collision only costs that round trip.
+ */
+#define FRESH_DIRS 64
+#define FRESH_NAMES 4096 /* hash slots per directory (power of two) */
+
+struct fresh {
+    uint64_t ino;      /* 0: free slot */
+    uint64_t until_ms; /* monotonic */
+    uint32_t n;        /* names added */
+    uint64_t *names;   /* open addressing, 0 = empty */
+};
+
+static pthread_mutex_t fresh_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct fresh fresh_tab[FRESH_DIRS];
+
+static uint64_t name_hash(const char *name)
+{
+    uint64_t h = csum_buf(name, strlen(name));
+    return h ? h : 1;
+}
+
+static struct fresh *fresh_find(uint64_t ino, uint64_t now)
+{
+    for (int i = 0; i < FRESH_DIRS; i++) {
+        struct fresh *f = &fresh_tab[i];
+        if (f->ino == ino && ino != 0) {
+            if (f->until_ms > now)
+                return f;
+            f->ino = 0; /* expired */
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* ino was made empty by this mount; t0 = monotonic time before MKDIR. */
+static void fresh_add_dir(struct dfsc *c, uint64_t ino, uint64_t t0)
+{
+    uint64_t ms = (uint64_t)(c->entry_timeout * 1000.0);
+    if (ms == 0)
+        return;
+    pthread_mutex_lock(&fresh_mu);
+    uint64_t now = dfs_mono_ms();
+    struct fresh *slot = NULL;
+    for (int i = 0; i < FRESH_DIRS && slot == NULL; i++)
+        if (fresh_tab[i].ino == 0 || fresh_tab[i].until_ms <= now || fresh_tab[i].ino == ino)
+            slot = &fresh_tab[i];
+    if (slot == NULL) { /* all busy: replace the one that ends first */
+        slot = &fresh_tab[0];
+        for (int i = 1; i < FRESH_DIRS; i++)
+            if (fresh_tab[i].until_ms < slot->until_ms)
+                slot = &fresh_tab[i];
+    }
+    if (slot->names == NULL)
+        slot->names = calloc(FRESH_NAMES, sizeof(uint64_t));
+    if (slot->names == NULL) {
+        slot->ino = 0;
+    } else {
+        memset(slot->names, 0, FRESH_NAMES * sizeof(uint64_t));
+        slot->ino = ino;
+        slot->until_ms = t0 + ms;
+        slot->n = 0;
+    }
+    pthread_mutex_unlock(&fresh_mu);
+}
+
+/* This mount is about to add name to directory parent. */
+static void fresh_note_name(uint64_t parent, const char *name)
+{
+    pthread_mutex_lock(&fresh_mu);
+    struct fresh *f = fresh_find(parent, dfs_mono_ms());
+    if (f) {
+        if (f->n >= FRESH_NAMES / 2) {
+            f->ino = 0; /* too many to remember: stop answering for it */
+        } else {
+            uint64_t h = name_hash(name);
+            uint32_t i = (uint32_t)h & (FRESH_NAMES - 1);
+            while (f->names[i] != 0 && f->names[i] != h)
+                i = (i + 1) & (FRESH_NAMES - 1);
+            if (f->names[i] == 0) {
+                f->names[i] = h;
+                f->n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&fresh_mu);
+}
+
+/* ----- recent directory listings ----- */
+
+/*
+ * rm -rf (fts) and find open every directory twice and list it each time.
+ * A complete listing fetched less than entry_timeout ago is served again from
+ * here, with names and inode numbers only (no attributes, so nothing stale
+ * reaches the kernel's attribute cache).  Any namespace change this mount
+ * makes drops the listings of the directories involved and bumps ns_gen, so
+ * a listing fetched while such a change was in flight is never kept.
+ */
+#define LCACHE_DIRS 32
+#define LCACHE_MAX_ENTRIES 4096
+
+struct lent {
+    char *name;
+    uint64_t ino;
+    uint32_t mode;
+};
+struct lcache {
+    uint64_t ino; /* 0: free */
+    uint64_t until_ms;
+    struct lent *e;
+    size_t n;
+};
+
+static pthread_mutex_t lc_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct lcache lc_tab[LCACHE_DIRS];
+static uint64_t ns_gen; /* under lc_mu */
+
+static void lcache_free(struct lcache *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->e[i].name);
+    free(l->e);
+    l->e = NULL;
+    l->n = 0;
+    l->ino = 0;
+}
+
+/* This mount changes (or changed) the entries of directory dir. */
+static void ns_change(uint64_t dir)
+{
+    pthread_mutex_lock(&lc_mu);
+    ns_gen++;
+    for (int i = 0; i < LCACHE_DIRS; i++)
+        if (lc_tab[i].ino == dir)
+            lcache_free(&lc_tab[i]);
+    pthread_mutex_unlock(&lc_mu);
+}
+
+/* Keep a complete listing of dir fetched from time t0 with generation gen. */
+static void lcache_put(struct dfsc *c, uint64_t dir, uint64_t t0, uint64_t gen,
+                       const struct lent *src, size_t n)
+{
+    uint64_t ms = (uint64_t)(c->entry_timeout * 1000.0);
+    if (ms == 0 || n > LCACHE_MAX_ENTRIES)
+        return;
+    struct lent *e = calloc(n ? n : 1, sizeof(*e));
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        e[i] = src[i];
+        e[i].name = strdup(src[i].name);
+        if (e[i].name == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(e[j].name);
+            free(e);
+            return;
+        }
+    }
+    pthread_mutex_lock(&lc_mu);
+    uint64_t now = dfs_mono_ms();
+    struct lcache *slot = NULL;
+    if (gen == ns_gen && t0 + ms > now) {
+        for (int i = 0; i < LCACHE_DIRS && slot == NULL; i++)
+            if (lc_tab[i].ino == dir || lc_tab[i].ino == 0 || lc_tab[i].until_ms <= now)
+                slot = &lc_tab[i];
+        if (slot == NULL) {
+            slot = &lc_tab[0];
+            for (int i = 1; i < LCACHE_DIRS; i++)
+                if (lc_tab[i].until_ms < slot->until_ms)
+                    slot = &lc_tab[i];
+        }
+        lcache_free(slot);
+        slot->ino = dir;
+        slot->until_ms = t0 + ms;
+        slot->e = e;
+        slot->n = n;
+        e = NULL;
+    }
+    pthread_mutex_unlock(&lc_mu);
+    if (e) {
+        for (size_t i = 0; i < n; i++)
+            free(e[i].name);
+        free(e);
+    }
+}
+
+/* Seconds for which "parent has no entry name" is known here, or 0. */
+static double fresh_absent(uint64_t parent, const char *name)
+{
+    double left = 0;
+    pthread_mutex_lock(&fresh_mu);
+    uint64_t now = dfs_mono_ms();
+    struct fresh *f = fresh_find(parent, now);
+    if (f) {
+        uint64_t h = name_hash(name);
+        uint32_t i = (uint32_t)h & (FRESH_NAMES - 1);
+        while (f->names[i] != 0 && f->names[i] != h)
+            i = (i + 1) & (FRESH_NAMES - 1);
+        if (f->names[i] == 0)
+            left = (double)(f->until_ms - now) / 1000.0;
+    }
+    pthread_mutex_unlock(&fresh_mu);
+    return left;
 }
 
 int fsops_errno(int st)
@@ -208,6 +426,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENAMETOOLONG);
         return;
     }
+    double fresh_left = fresh_absent(parent, name);
+    if (fresh_left > 0) {
+        struct fuse_entry_param e;
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = DFS_MIN(fresh_left, CL(req)->entry_timeout);
+        fuse_reply_entry(req, &e);
+        return;
+    }
     struct dfs_frame *rep = NULL;
     int st = meta(req, DFS_OP_LOOKUP, &rq, &rep);
     if (st == DFS_ENOENT) {
@@ -326,6 +552,39 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (to_set & FUSE_SET_ATTR_CTIME)
         rq.valid |= DFS_SET_CTIME;
     pthread_mutex_lock(&n->mu);
+    /* utimensat(mtime) right after writing (tar, cp -p, rsync): write the
+     * data out and commit size and the given mtime in one COMMIT instead of
+     * COMMIT + SETATTR.  Only for root, which may always set times (COMMIT
+     * is sent with metad credentials, so nobody else may take this path). */
+    if (n->dirty_meta && fuse_req_ctx(req)->uid == 0 &&
+        (to_set & FUSE_SET_ATTR_MTIME) &&
+        !(to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME))) {
+        int fst = data_flush(c, n);
+        if (fst == DFS_OK) {
+            n->mtime = (int64_t)attr->st_mtim.tv_sec * 1000000000LL + attr->st_mtim.tv_nsec;
+            fst = data_commit(c, n, 0);
+        }
+        struct dfs_attr fa;
+        bool done = fst == DFS_OK && !n->dirty_meta && n->have_attr;
+        if (done) {
+            fa = n->attr;
+            dnode_patch_attr(n, &fa);
+            n->have_open_stamp = false;
+        }
+        pthread_mutex_unlock(&n->mu);
+        if (fst != DFS_OK || done) {
+            dnode_put(c, n);
+            if (fst != DFS_OK) {
+                reply_status(req, fst);
+            } else {
+                struct stat sb;
+                attr_to_stat(&fa, &sb);
+                fuse_reply_attr(req, &sb, c->attr_timeout);
+            }
+            return;
+        }
+        pthread_mutex_lock(&n->mu); /* not committed: the general path */
+    }
     /* Write out and commit buffered data first, so neither a later commit
      * nor late chunk writes undo this change. */
     int st = DFS_OK;
@@ -369,13 +628,20 @@ static void do_mknod(fuse_req_t req, unsigned op, fuse_ino_t parent, const char 
     rq.name.len = (uint32_t)strlen(name);
     rq.mode = mode;
     rq.rdev = (uint32_t)rdev;
+    fresh_note_name(parent, name);
+    ns_change(parent);
+    uint64_t t0 = dfs_mono_ms();
     struct dfs_frame *rep = NULL;
     int st = meta(req, op, &rq, &rep);
+    ns_change(parent);
     if (st != DFS_OK) {
         reply_status(req, st);
         return;
     }
-    reply_entry(req, &((struct dfs_msg_attr_resp *)rep->body)->attr);
+    const struct dfs_attr *a = &((struct dfs_msg_attr_resp *)rep->body)->attr;
+    if (op == DFS_OP_MKDIR && a->nlink == 2)
+        fresh_add_dir(CL(req), a->ino, t0);
+    reply_entry(req, a);
     rpc_frame_release(rep);
 }
 
@@ -399,7 +665,10 @@ static void do_remove(fuse_req_t req, unsigned op, fuse_ino_t parent, const char
     rq.parent = parent;
     rq.name.ptr = name;
     rq.name.len = (uint32_t)strlen(name);
-    reply_status(req, meta(req, op, &rq, NULL));
+    ns_change(parent);
+    int st = meta(req, op, &rq, NULL);
+    ns_change(parent);
+    reply_status(req, st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -427,8 +696,11 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         fuse_reply_err(req, ENAMETOOLONG);
         return;
     }
+    fresh_note_name(parent, name);
+    ns_change(parent);
     struct dfs_frame *rep = NULL;
     int st = meta(req, DFS_OP_SYMLINK, &rq, &rep);
+    ns_change(parent);
     if (st != DFS_OK) {
         reply_status(req, st);
         return;
@@ -473,7 +745,15 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     rq.newname.ptr = newname;
     rq.newname.len = (uint32_t)strlen(newname);
     rq.flags = flags;
-    reply_status(req, meta(req, DFS_OP_RENAME, &rq, NULL));
+    fresh_note_name(newparent, newname);
+    if (flags & DFS_RENAME_EXCHANGE)
+        fresh_note_name(parent, name);
+    ns_change(parent);
+    ns_change(newparent);
+    int st = meta(req, DFS_OP_RENAME, &rq, NULL);
+    ns_change(parent);
+    ns_change(newparent);
+    reply_status(req, st);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -486,8 +766,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     rq.newparent = newparent;
     rq.newname.ptr = newname;
     rq.newname.len = (uint32_t)strlen(newname);
+    fresh_note_name(newparent, newname);
+    ns_change(newparent);
     struct dfs_frame *rep = NULL;
     int st = meta(req, DFS_OP_LINK, &rq, &rep);
+    ns_change(newparent);
     if (st != DFS_OK) {
         reply_status(req, st);
         return;
@@ -521,7 +804,8 @@ static void meta_release(struct dfsc *c, uint64_t ino, uint32_t flags)
 /* Set up the open file after OPEN/CREATE answered with attributes a.
  * Returns the handle; decides keep_cache (close-to-open coherence). */
 static struct dfh *open_setup(struct dfsc *c, struct dnode *n, const struct dfs_attr *a,
-                              uint32_t flags, bool created, struct fuse_file_info *fi)
+                              uint32_t flags, bool created, struct fuse_file_info *fi,
+                              const struct dfs_msg_attr_resp *r)
 {
     struct dfh *fh = calloc(1, sizeof(*fh));
     if (fh == NULL)
@@ -539,6 +823,8 @@ static struct dfh *open_setup(struct dfsc *c, struct dnode *n, const struct dfs_
         data_invalidate(c, n);
     }
     dnode_set_attr(n, a);
+    if (r)
+        data_seed_chunks(c, n, &r->layout, r->chunks, r->chunks_count, r->chunks_known);
     n->have_open_stamp = true;
     n->open_mtime = a->mtime;
     n->open_size = a->size;
@@ -569,9 +855,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     struct dfs_attr a = ((struct dfs_msg_attr_resp *)rep->body)->attr;
-    rpc_frame_release(rep);
     struct dnode *n = dnode_get(c, ino);
-    struct dfh *fh = n ? open_setup(c, n, &a, rq.flags, false, fi) : NULL;
+    struct dfh *fh = n ? open_setup(c, n, &a, rq.flags, false, fi, rep->body) : NULL;
+    rpc_frame_release(rep);
     if (fh == NULL) {
         meta_release(c, ino, rq.flags);
         dnode_put(c, n);
@@ -599,17 +885,27 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     rq.name.len = (uint32_t)strlen(name);
     rq.mode = (mode & 07777) | S_IFREG;
     rq.flags = open_flags(fi->flags) | (uint32_t)(fi->flags & (O_CREAT | O_EXCL));
+    fresh_note_name(parent, name);
+    ns_change(parent);
     struct dfs_frame *rep = NULL;
     int st = meta(req, DFS_OP_CREATE, &rq, &rep);
+    ns_change(parent);
     if (st != DFS_OK) {
         reply_status(req, st);
         return;
     }
     struct dfs_attr a = ((struct dfs_msg_attr_resp *)rep->body)->attr;
+    struct dfs_layout lay = ((struct dfs_msg_attr_resp *)rep->body)->layout;
     rpc_frame_release(rep);
     uint32_t oflags = open_flags(fi->flags);
     struct dnode *n = dnode_get(c, a.ino);
-    struct dfh *fh = n ? open_setup(c, n, &a, oflags, true, fi) : NULL;
+    if (n) {
+        /* metad sent the layout with the reply: no CHUNKS before writing. */
+        pthread_mutex_lock(&n->mu);
+        data_seed_chunks(c, n, &lay, NULL, 0, 0);
+        pthread_mutex_unlock(&n->mu);
+    }
+    struct dfh *fh = n ? open_setup(c, n, &a, oflags, true, fi, NULL) : NULL;
     if (fh == NULL) {
         meta_release(c, a.ino, oflags);
         dnode_put(c, n);
@@ -746,6 +1042,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     pthread_mutex_init(&d->mu, NULL);
     d->ino = ino;
     fi->fh = (uint64_t)(uintptr_t)d;
+
     if (fuse_reply_open(req, fi) != 0) {
         pthread_mutex_destroy(&d->mu);
         free(d);
@@ -759,6 +1056,71 @@ static void ddir_clear(struct ddir *d)
     d->n = 0;
     d->cookie = 0;
     d->eof = false;
+    d->cached = false;
+}
+
+/* Start listing d from the beginning: from the listing cache if it has d. */
+static void ddir_begin(struct ddir *d)
+{
+    pthread_mutex_lock(&lc_mu);
+    uint64_t now = dfs_mono_ms();
+    struct lcache *l = NULL;
+    for (int i = 0; i < LCACHE_DIRS && l == NULL; i++)
+        if (lc_tab[i].ino == d->ino && lc_tab[i].until_ms > now)
+            l = &lc_tab[i];
+    if (l && l->n <= d->cap) {
+        size_t k = 0;
+        for (; k < l->n; k++) {
+            char *nm = strdup(l->e[k].name);
+            if (nm == NULL)
+                break;
+            memset(&d->e[k], 0, sizeof(d->e[k]));
+            d->e[k].name = nm;
+            d->e[k].attr.ino = l->e[k].ino;
+            d->e[k].attr.mode = l->e[k].mode;
+        }
+        d->n = k;
+        if (k == l->n) {
+            d->eof = true;
+            d->cached = true;
+        } else {
+            ddir_clear(d);
+        }
+    } else if (l) {
+        /* make room, then try again */
+        size_t want = l->n;
+        pthread_mutex_unlock(&lc_mu);
+        struct dent *ne = realloc(d->e, want * sizeof(*ne));
+        if (ne) {
+            d->e = ne;
+            d->cap = want;
+            ddir_begin(d);
+            return;
+        }
+        pthread_mutex_lock(&lc_mu);
+    }
+    if (!d->cached) {
+        d->t0 = now;
+        d->gen = ns_gen;
+    }
+    pthread_mutex_unlock(&lc_mu);
+}
+
+/* d was listed completely from metad: keep the listing for the next open. */
+static void ddir_keep(struct dfsc *c, struct ddir *d)
+{
+    if (d->cached || d->n > LCACHE_MAX_ENTRIES)
+        return;
+    struct lent *e = malloc((d->n ? d->n : 1) * sizeof(*e));
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < d->n; i++) {
+        e[i].name = d->e[i].name;
+        e[i].ino = d->e[i].attr.ino;
+        e[i].mode = d->e[i].attr.mode;
+    }
+    lcache_put(c, d->ino, d->t0, d->gen, e, d->n);
+    free(e);
 }
 
 static int ddir_fetch(fuse_req_t req, struct ddir *d)
@@ -798,8 +1160,10 @@ static int ddir_fetch(fuse_req_t req, struct ddir *d)
         d->e[d->n].attr = de->attr;
         d->n++;
     }
-    if (r->eof || r->entries_count == 0)
+    if (r->eof || r->entries_count == 0) {
         d->eof = true;
+        ddir_keep(CL(req), d);
+    }
     rpc_frame_release(rep);
     return DFS_OK;
 }
@@ -819,6 +1183,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     pthread_mutex_lock(&d->mu);
     if (off == 0 && (d->n > 0 || d->eof))
         ddir_clear(d); /* rewinddir: list afresh */
+    if (d->n == 0 && !d->eof && d->cookie == 0)
+        ddir_begin(d);
     uint64_t pos = (uint64_t)off;
     for (;;) {
         const char *name;
@@ -847,7 +1213,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             }
             struct dent *de = &d->e[idx];
             name = de->name;
-            if (plus) {
+            if (plus && d->cached) {
+                /* names only: the kernel keeps what it has for attributes */
+                e.attr.st_ino = (ino_t)de->attr.ino;
+                e.attr.st_mode = de->attr.mode;
+            } else if (plus) {
                 n = dnode_get(c, de->attr.ino);
                 if (n == NULL) {
                     if (used == 0)

@@ -324,6 +324,14 @@ static bool server_up(const struct cm_server *s)
     return s && s->state != DFS_SS_DOWN;
 }
 
+bool chunks_all_servers_up(struct chunks *cm)
+{
+    if (!cm->nsrv) return false;
+    for (uint32_t i = 0; i < cm->nsrv; i++)
+        if (!cm->srv[i]->registered || !server_up(cm->srv[i])) return false;
+    return true;
+}
+
 bool chunks_replica_live(struct chunks *cm, const struct cm_replica *r)
 {
     return r->state == DFS_RS_OK && server_up(chunks_server(cm, r->server_id));

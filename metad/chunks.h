@@ -116,6 +116,9 @@ uint32_t chunks_replica_state(struct chunks *cm, const struct cm_replica *r);
 /* Fill a dfs_replica for a server (host points into the server struct). */
 void chunks_fill_replica(struct chunks *cm, uint32_t server_id, uint32_t state,
                          struct dfs_replica *out);
+/* Every known server has registered with this metad and is up (so every
+ * existing copy of a chunk has been reported). */
+bool chunks_all_servers_up(struct chunks *cm);
 /* Total and free space over up servers. */
 void chunks_capacity(struct chunks *cm, uint64_t *total, uint64_t *avail);
 struct chunks_health {

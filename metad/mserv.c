@@ -235,7 +235,9 @@ static void purge_if_unused(struct metad *m, uint64_t ino)
     op.type = FS_OP_PURGE;
     op.ino = ino;
     op.now = dfs_now_ns();
-    journal_submit(m->j, &op, purge_done, NULL);
+    /* Nobody waits for it: let it ride with the next client op (rm -rf
+     * would otherwise pay a second log write per file). */
+    journal_submit_lazy(m->j, &op, purge_done, NULL);
 }
 
 void mserv_after_apply(struct metad *m, const struct fs_result *res)
@@ -312,6 +314,25 @@ static void grant_existing(struct wctx *w, uint64_t id)
     int renewed;
     int st = chunks_lease(m->cm, c, w->session, &renewed);
     if (st) return grant_fail(w, st);
+    if (c->nrep == 0 && c->length == 0 && m->leader_since_ms &&
+        dfs_mono_ms() - m->leader_since_ms > 5000 && chunks_all_servers_up(m->cm)) {
+        /* Allocated in the log but no copy anywhere, every server has
+         * reported: the GRANT answer was lost with a metad restart before
+         * the first write.  Hand out a fresh chain at the current version
+         * (the writer's first WRITE creates it) instead of EIO forever. */
+        uint32_t goal = 1;
+        fs_file_info(m->fs, w->ino, NULL, NULL, &goal, NULL);
+        uint32_t srv[DFS_MAX_GOAL];
+        unsigned n = chunks_place(m->cm, goal ? goal : 1, NULL, 0, srv);
+        if (!n) {
+            chunks_lease_release(m->cm, c, w->session);
+            return grant_fail(w, DFS_ENOSERVERS);
+        }
+        for (unsigned i = 0; i < n; i++) chunks_replica_set(m->cm, c, srv[i], c->version, DFS_RS_OK);
+        log_notice("chunk %llu: no copy anywhere (never written); new chain of %u",
+                   (unsigned long long)id, n);
+        return grant_reply(w, c);
+    }
     if (w->bad_server) {
         struct cm_replica *bad = NULL;
         for (unsigned i = 0; i < c->nrep; i++)
@@ -468,7 +489,18 @@ static void op_done(void *arg, int status, struct fs_result *res)
     switch (w->op) {
     case DFS_OP_CREATE:
         if (res->status == DFS_OK && !res->cached) open_add(m, w->session, res->attr.ino);
-        reply_attr(w->req, res->status, &res->attr);
+        if (res->status == DFS_OK) {
+            /* The layout too, so the client needs no CHUNKS before writing. */
+            struct dfs_msg_attr_resp r;
+            memset(&r, 0, sizeof(r));
+            r.status = DFS_OK;
+            r.attr = res->attr;
+            if (fs_file_info(m->fs, res->attr.ino, &r.layout, NULL, NULL, NULL) != DFS_OK)
+                memset(&r.layout, 0, sizeof(r.layout));
+            rpc_reply(w->req, &r, NULL, NULL);
+        } else {
+            reply_attr(w->req, res->status, &res->attr);
+        }
         break;
     case DFS_OP_COMMIT:
         if (res->status == DFS_OK && (w->flags & DFS_CF_RELEASE)) {
@@ -727,6 +759,11 @@ static void h_readlink(struct rpc_req *req)
     rpc_reply(req, &r, NULL, NULL);
 }
 
+#define OPEN_CHUNKS 4u /* chunks listed with an OPEN reply */
+
+static struct dfs_chunk *list_chunks(struct metad *m, struct rpc_req *req, uint64_t ino,
+                                     uint64_t n, uint64_t first, uint32_t count, uint32_t *kout);
+
 static void h_open(struct rpc_req *req)
 {
     struct metad *m = metad_g;
@@ -743,7 +780,29 @@ static void h_open(struct rpc_req *req)
     if (st == DFS_OK && S_ISDIR(a.mode) && (mask & 2)) st = DFS_EISDIR;
     if (st == DFS_OK) st = fs_access(m->fs, &c, b->ino, mask);
     if (st == DFS_OK && !S_ISDIR(a.mode)) open_add(m, c.session, b->ino);
-    reply_attr(req, st, &a);
+    if (st != DFS_OK || !S_ISREG(a.mode)) {
+        reply_attr(req, st, &a);
+        return;
+    }
+    /* A file: its layout and first chunks too, so a small file is read
+     * without a CHUNKS round trip. */
+    struct dfs_msg_attr_resp r;
+    memset(&r, 0, sizeof(r));
+    r.status = DFS_OK;
+    r.attr = a;
+    uint64_t n = 0;
+    if (fs_file_info(m->fs, b->ino, &r.layout, NULL, NULL, &n) == DFS_OK) {
+        uint32_t k = 0;
+        struct dfs_chunk *chs = list_chunks(m, req, b->ino, n, 0, OPEN_CHUNKS, &k);
+        if (chs) {
+            r.chunks = chs;
+            r.chunks_count = k;
+            r.chunks_known = OPEN_CHUNKS;
+        }
+    } else {
+        memset(&r.layout, 0, sizeof(r.layout));
+    }
+    rpc_reply(req, &r, NULL, NULL);
 }
 
 static void h_release(struct rpc_req *req)
@@ -752,6 +811,18 @@ static void h_release(struct rpc_req *req)
     const struct dfs_msg_open *b = req->f.body;
     touch_session(m, b->cred.session);
     open_del(m, b->cred.session, b->ino, 1);
+    /* The session's last handle of the file is closed: its write leases end
+     * (a GRANT taken by fsync on a read-only handle is never released by a
+     * COMMIT; without this, repair of those chunks waits for expiry). */
+    struct msess *s = sess_get(m, b->cred.session, false);
+    if (!s || of_get(&s->opens, b->ino) == 0) {
+        uint64_t n = 0;
+        if (fs_file_info(m->fs, b->ino, NULL, NULL, NULL, &n) == DFS_OK)
+            for (uint64_t i = 0; i < n; i++) {
+                struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, b->ino, i));
+                if (c && !c->busy) chunks_lease_release(m->cm, c, b->cred.session);
+            }
+    }
     rpc_reply_status(req, DFS_OK);
 }
 
@@ -861,11 +932,25 @@ static void h_chunks(struct rpc_req *req)
     if (st) return (void)rpc_reply_status(req, (uint32_t)st);
     uint32_t count = b->count ? b->count : 64;
     if (count > 4096) count = 4096;
-    struct dfs_chunk *chs = codec_frame_alloc(&req->f, count * sizeof(*chs));
-    if (!chs) return (void)rpc_reply_status(req, DFS_ENOMEM);
     uint32_t k = 0;
-    for (uint64_t i = b->first; i < n && i < b->first + count; i++) {
-        struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, b->ino, i));
+    struct dfs_chunk *chs = list_chunks(m, req, b->ino, n, b->first, count, &k);
+    if (!chs) return (void)rpc_reply_status(req, DFS_ENOMEM);
+    r.status = DFS_OK;
+    r.chunks = chs;
+    r.chunks_count = k;
+    rpc_reply(req, &r, NULL, NULL);
+}
+
+/* The chunks of ino with index in [first, first+count) (n = the file's chunk
+ * count), allocated in req's frame; *k = how many.  NULL: out of memory. */
+static struct dfs_chunk *list_chunks(struct metad *m, struct rpc_req *req, uint64_t ino,
+                                     uint64_t n, uint64_t first, uint32_t count, uint32_t *kout)
+{
+    struct dfs_chunk *chs = codec_frame_alloc(&req->f, (count ? count : 1) * sizeof(*chs));
+    if (!chs) return NULL;
+    uint32_t k = 0;
+    for (uint64_t i = first; i < n && i < first + count; i++) {
+        struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, ino, i));
         if (!c) continue;
         struct dfs_chunk *o = &chs[k++];
         memset(o, 0, sizeof(*o));
@@ -887,10 +972,8 @@ static void h_chunks(struct rpc_req *req)
             }
         o->replicas = reps;
     }
-    r.status = DFS_OK;
-    r.chunks = chs;
-    r.chunks_count = k;
-    rpc_reply(req, &r, NULL, NULL);
+    *kout = k;
+    return chs;
 }
 
 static void h_badreplica(struct rpc_req *req)
@@ -947,6 +1030,9 @@ static void h_status(struct rpc_req *req)
         o->bytes_replicated = s->bytes_replicated;
         o->dirs = s->dirs;
         o->dirs_count = s->ndirs;
+        o->chunks = s->nchunks;
+        for (uint32_t d = 0; !s->nchunks && d < s->ndirs; d++)
+            o->chunks += s->dirs[d].chunks; /* as the server last reported */
     }
     /* per-server chunk counts */
     struct chunks_health h;
@@ -1111,6 +1197,12 @@ static const char *leader_client_addr(struct metad *m)
     const char *raft = journal_leader(m->j, &id);
     if (!raft) return NULL;
     const char *c = id ? client_addr_of(m, id, m->client_leader, sizeof(m->client_leader)) : NULL;
+    if (!c && journal_ready(m->j)) {
+        /* We lead: our own client address is the answer. */
+        snprintf(m->client_leader, sizeof(m->client_leader), "%s:%d", m->o.listen_host,
+                 m->o.listen_port);
+        c = m->client_leader;
+    }
     return c ? c : raft;
 }
 

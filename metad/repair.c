@@ -16,6 +16,7 @@ struct rop {
     struct rop *prev, *next;
     uint64_t chunk, length;
     uint32_t version, server, source;
+    uint32_t from; /* ROP_MOVE: the server whose copy goes once this one is confirmed */
     uint8_t kind;
 };
 
@@ -114,6 +115,7 @@ struct repair *repair_new(struct chunks *cm, const struct repair_opts *o,
     if (!rp->o.max_per_source) rp->o.max_per_source = 4;
     if (!rp->o.gc_rate) rp->o.gc_rate = 200;
     if (!rp->o.rebalance_max) rp->o.rebalance_max = 4;
+    if (!rp->o.rebalance_min_bytes) rp->o.rebalance_min_bytes = 8ull << 20;
     if (!rp->o.server_timeout_ms) rp->o.server_timeout_ms = 5000;
     if (!rp->o.retry_ms) rp->o.retry_ms = 2000;
     if (!rp->o.scan_per_tick) rp->o.scan_per_tick = 20000;
@@ -333,6 +335,25 @@ static bool delete_copy(struct repair *rp, struct cm_chunk *c, struct cm_replica
     return true;
 }
 
+/* A copy that can never be good again: marked stale/corrupt, or at a version
+ * older than the chunk's.  (A copy at a newer version is a bump whose commit
+ * is still on its way: it is the good one.) */
+static bool known_bad(const struct cm_chunk *c, const struct cm_replica *r)
+{
+    if (r->state == DFS_RS_STALE || r->state == DFS_RS_CORRUPT) return true;
+    return r->state == DFS_RS_OK && r->version < c->version;
+}
+
+/* Delete only known bad copies on up servers (safe under a write lease). */
+static void delete_bad(struct repair *rp, struct cm_chunk *c)
+{
+    for (unsigned i = 0; i < c->nrep; i++) {
+        struct cm_replica *r = &c->reps[i];
+        if (!srv_up(chunks_server(rp->cm, r->server_id)) || !known_bad(c, r)) continue;
+        delete_copy(rp, c, r);
+    }
+}
+
 /* Stale/corrupt copies, then drained and surplus good copies.  Returns true
  * if everything needed was issued. */
 static bool do_deletes(struct repair *rp, struct cm_chunk *c, const struct cls *k)
@@ -399,8 +420,8 @@ static unsigned pick_sources(struct repair *rp, struct cm_chunk *c, uint32_t *sr
     return n;
 }
 
-static bool start_replicate(struct repair *rp, struct cm_chunk *c, uint32_t target,
-                            const uint32_t *src, unsigned nsrc, uint8_t kind)
+static struct rop *start_replicate(struct repair *rp, struct cm_chunk *c, uint32_t target,
+                                   const uint32_t *src, unsigned nsrc, uint8_t kind)
 {
     struct rop *x = rop_new(rp, kind, c, target);
     x->source = src[0];
@@ -409,7 +430,7 @@ static bool start_replicate(struct repair *rp, struct cm_chunk *c, uint32_t targ
         chunks_replica_drop(rp->cm, c, target);
         rop_unlink(x);
         free(x);
-        return false;
+        return NULL;
     }
     c->rops++;
     rp->running++;
@@ -420,7 +441,7 @@ static bool start_replicate(struct repair *rp, struct cm_chunk *c, uint32_t targ
         rp->st.moves++;
         sstat(rp, target)->bytes += c->length; /* reserve, so moves do not overshoot */
     }
-    return true;
+    return x;
 }
 
 /* Result of handling one queued chunk. */
@@ -437,8 +458,16 @@ static int handle(struct repair *rp, struct cm_chunk *c)
     classify(rp, c, &k);
     int b = bucket_of(&k);
     if (b < 0 || c->rops) return H_DONE;
-    if (leased(rp, c) || c->retry_after_ms > chunks_now_ms(rp->cm)) {
+    if (c->retry_after_ms > chunks_now_ms(rp->cm)) {
         defer(rp, c);
+        return H_LATER;
+    }
+    if (leased(rp, c)) {
+        /* A writer may still change the good copies (same version), so no
+         * copy is made and no good copy is removed now; but copies that are
+         * known bad never come back: delete them at once. */
+        if (!c->busy && k.bad && k.good) delete_bad(rp, c);
+        if (!c->rops) defer(rp, c);
         return H_LATER;
     }
     unsigned have = k.good_nd + k.pending + k.maybe;
@@ -474,7 +503,7 @@ static int handle(struct repair *rp, struct cm_chunk *c)
         return H_LATER;
     }
     bool any = false;
-    for (unsigned i = 0; i < nt; i++) any |= start_replicate(rp, c, tg[i], src, nsrc, ROP_REPL);
+    for (unsigned i = 0; i < nt; i++) any |= start_replicate(rp, c, tg[i], src, nsrc, ROP_REPL) != NULL;
     if (!any) {
         c->retry_after_ms = chunks_now_ms(rp->cm) + rp->o.retry_ms;
         defer(rp, c);
@@ -571,6 +600,22 @@ static struct cm_replica *rep_of(struct cm_chunk *c, uint32_t sid)
     return NULL;
 }
 
+/* A rebalance copy is confirmed: remove the copy on the server it was moved
+ * off (not "the fullest", which after the accounting above may be the new
+ * one: that would undo the move and start it again). */
+static void finish_move(struct repair *rp, struct cm_chunk *c, const struct rop *x)
+{
+    if (c->rops || leased(rp, c)) return;
+    struct cm_replica *r = rep_of(c, x->from);
+    struct cm_server *s = chunks_server(rp->cm, x->from);
+    if (!r || !srv_up(s) || s->draining || r->state != DFS_RS_OK || r->version != c->version)
+        return;
+    struct cls k;
+    classify(rp, c, &k);
+    if (k.pending || k.bad || k.good_nd <= k.goal) return;
+    delete_copy(rp, c, r);
+}
+
 void repair_replicate_done(struct repair *rp, void *token, int status, uint64_t length)
 {
     struct rop *x = find_op(rp, token);
@@ -596,6 +641,7 @@ void repair_replicate_done(struct repair *rp, void *token, int status, uint64_t 
             rp->st.done++;
             rp->st.bytes += length ? length : x->length;
             t->bytes += length ? length : x->length;
+            if (x->kind == ROP_MOVE && rp->leader) finish_move(rp, c, x);
         } else {
             rp->st.failed++;
             if (r && r->state == DFS_RS_PENDING) {
@@ -722,10 +768,27 @@ static bool queue_empty(struct repair *rp)
     return true;
 }
 
+/* Repair work exists: chunks queued (any bucket, deletions too), repair
+ * replications running, or a deferred chunk below its goal. */
+static bool repair_busy(struct repair *rp)
+{
+    if (!queue_empty(rp) || iv_len(&rp->q[BUCKET_DEL])) return true;
+    if (rp->running > rp->moves_running) return true;
+    struct idvec *d = &rp->deferred;
+    for (size_t i = d->head; i < d->n; i++) {
+        struct cm_chunk *c = chunks_get(rp->cm, d->v[i]);
+        if (!c) continue;
+        struct cls k;
+        classify(rp, c, &k);
+        if (k.good && k.good_nd + k.pending + k.maybe < k.goal) return true;
+    }
+    return false;
+}
+
 static void rebalance_step(struct repair *rp)
 {
     if (!rp->o.rebalance_pct || !rp->scanned_once || !replication_allowed(rp)) return;
-    if (!queue_empty(rp) || rp->moves_running >= rp->o.rebalance_max) return;
+    if (rp->moves_running >= rp->o.rebalance_max || repair_busy(rp)) return;
     if (rp->running >= rp->o.max_running) return;
     /* servers that may take part: up, not draining, with a capacity */
     double sum_b = 0, sum_t = 0, lo = 2, hi = -1;
@@ -744,6 +807,10 @@ static void rebalance_step(struct repair *rp)
     /* tolerance relative to the mean usage */
     double mean = sum_b / sum_t, tol = mean * rp->o.rebalance_pct / 100.0;
     if (mean <= 0 || !(lo < mean - tol || hi > mean + tol) || hi - lo <= tol) return;
+    /* A relative spread of a few MB is noise (a fresh small file), not worth
+     * copying data around for. */
+    uint64_t fb = sstat(rp, f)->bytes, eb = sstat(rp, e)->bytes;
+    if (fb <= eb || fb - eb < rp->o.rebalance_min_bytes) return;
     struct cm_server *es_srv = chunks_server(rp->cm, e), *fs_srv = chunks_server(rp->cm, f);
     struct srvstat *es = sstat(rp, e);
     uint64_t now = chunks_now_ms(rp->cm);
@@ -767,7 +834,8 @@ static void rebalance_step(struct repair *rp)
         uint32_t src[DFS_MAX_GOAL * 2 + 2];
         unsigned nsrc = pick_sources(rp, c, src, sizeof(src) / sizeof(src[0]));
         if (!nsrc || sstat(rp, src[0])->src >= rp->o.max_per_source) continue;
-        start_replicate(rp, c, e, src, nsrc, ROP_MOVE);
+        struct rop *mv = start_replicate(rp, c, e, src, nsrc, ROP_MOVE);
+        if (mv) mv->from = f;
         /* the copy on f goes once the new one is confirmed (surplus, fullest first) */
         if (ratio(rp, e) >= mean - tol / 2 && ratio(rp, f) <= mean + tol) break;
     }

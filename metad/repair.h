@@ -48,6 +48,8 @@ struct repair_opts {
     uint32_t gc_rate;           /* GC DELETEs per second per server (200) */
     uint32_t rebalance_pct;     /* spread tolerated around the mean, % (5; 0 = off) */
     uint32_t rebalance_max;     /* rebalance copies in flight (4) */
+    uint64_t rebalance_min_bytes; /* least stored-bytes gap between the fullest and the
+                                   * emptiest server worth a move (8 MiB) */
     uint32_t server_timeout_ms; /* a down server's copies are given up after (5000) */
     uint32_t start_delay_ms;    /* no replication this long after becoming leader (10000) */
     uint32_t retry_ms;          /* back-off of a chunk that could not be repaired (2000) */

@@ -23,6 +23,12 @@ rpid=$!
 sleep 1.5
 log "kill -9 chunkd 2 (pid ${CHUNKD_PID[2]}) during the write and the read"
 kill -KILL "${CHUNKD_PID[2]}"; wait "${CHUNKD_PID[2]}" 2>/dev/null; CHUNKD_PID[2]=
+tkill=$(date +%s.%N)
+# Time from the kill until every chunk is at its goal again (measured in the
+# background while the writer and reader finish).
+( while kill -0 $wpid 2>/dev/null; do sleep 0.1; done; date +%s.%N >"$T/writer.end"
+  while ! all_healthy; do sleep 0.2; done; date +%s.%N >"$T/healthy.at" ) &
+sampler=$!
 
 wait_until 300 sh -c "! kill -0 $wpid" || fail "writer hung"
 wait $wpid; wrc=$?
@@ -35,6 +41,13 @@ check "read during the failure returned the right data" [ "$(cat "$T/reader.out"
 echo 3 >/proc/sys/vm/drop_caches
 check "written file is intact" [ "$(sha256sum <"$MNT/w" | cut -d' ' -f1)" = "$wsum" ]
 
+wait_until 240 test -s "$T/healthy.at" || { kill $sampler 2>/dev/null; fail "chunks not back to goal on the survivors: $(dfs_chunk_health)"; }
+wait $sampler 2>/dev/null
+log "back to goal $(python3 -c "print('%.1f' % ($(cat "$T/healthy.at") - $tkill))") s after the kill: $(dfsctl status | grep '^repairs:')"
+# The written file's chunks wait for the writer (its leases), but not longer:
+# its leases end when it closes the file.
+after_w=$(python3 -c "print(int($(cat "$T/healthy.at") - $(cat "$T/writer.end")))")
+check "back to goal within 20 s of the writer's end (took ${after_w} s)" [ "$after_w" -lt 20 ]
 log "start a fourth chunkd; wait for every chunk to have 2 copies again"
 dfs_start_chunkd 4
 s=$SECONDS

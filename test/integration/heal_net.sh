@@ -6,11 +6,25 @@ source "$(dirname "$0")/lib.sh"
 SERVER_TIMEOUT_MS=2000
 METAD_HOST=0.0.0.0
 dfs_start_metad
-dfs_start_chunkd 1
-dfs_start_chunkd 2
+# Chain writes are forwarded chunkd to chunkd, so the namespaced chunkd must
+# reach the others: 127.0.0.1 inside its namespace is its own loopback.  Give
+# chunkd 1 and 2 an address on the root namespace's lo that the namespace
+# routes to through its veth (and the root namespace reaches locally, link up
+# or down).  Removed again on exit.
+LOADDR=10.213.254.$(($$ % 250 + 1))
+ip addr add "$LOADDR/32" dev lo || fail "ip addr add $LOADDR"
+# (the veth too: it can outlive the deleted namespace and then shadows
+# 10.213.3.0/24 for the next run)
+trap 'rc=$?; ip addr del "$LOADDR/32" dev lo 2>/dev/null
+      [ -n "${CHUNKD_VETH[3]:-}" ] && ip link del "${CHUNKD_VETH[3]}" 2>/dev/null
+      (exit $rc); dfs_cleanup' EXIT
+dfs_start_chunkd 1 -o listen=0.0.0.0:${CHUNKD_PORT[1]:=$(dfs_free_port)} -o advertise=$LOADDR
+dfs_start_chunkd 2 -o listen=0.0.0.0:${CHUNKD_PORT[2]:=$(dfs_free_port)} -o advertise=$LOADDR
 dfs_start_chunkd_ns 3
+ip netns exec "${DFS_NETNS[0]}" ip route add "$LOADDR/32" via 10.213.3.1 || fail "route to $LOADDR in the namespace"
 wait_until 30 servers_up_ge 3 || fail "servers did not register"
-dfs_mount -o timeout=30,io_timeout=2
+# `timeout` bounds every call; one chunkd call attempt gets min(timeout, 30 s).
+dfs_mount -o timeout=5
 for i in 1 2 3 4 5 6; do head -c $((8 << 20)) /dev/urandom >"$T/f$i"; cp "$T/f$i" "$MNT/f$i"; done
 sync
 n3=$(chunk_files "${CHUNKD_DIR[3]}")

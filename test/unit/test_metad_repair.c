@@ -309,6 +309,86 @@ START_TEST(test_lease_and_version_change)
 }
 END_TEST
 
+/* A corrupt copy is deleted at once even while a writer holds the lease (it
+ * can never become good); the replacement copy waits for the lease. */
+START_TEST(test_corrupt_under_lease)
+{
+    setup_n(3, NULL);
+    uint32_t s[] = {1, 2};
+    struct cm_chunk *c = mkchunk(1, s, 2);
+    int renewed;
+    ck_assert_int_eq(chunks_lease(cm, c, 77, &renewed), DFS_OK);
+    c->reps[1].state = DFS_RS_CORRUPT; /* server 2's copy (BADREPLICA) */
+    repair_note_chunk(rp, 1);
+    advance(3, 0, 250);
+    repair_tick(rp);
+    ck_assert_uint_eq(ncalls, 1);
+    ck_assert_int_eq(calls[0].del, 1);
+    ck_assert_uint_eq(calls[0].server, 2);
+    repair_delete_done(rp, calls[0].token, DFS_OK);
+    ck_assert_uint_eq(c->nrep, 1);
+    ncalls = 0;
+    advance(3, 0, 3000);
+    repair_tick(rp);
+    ck_assert_uint_eq(ncalls, 0); /* lease held: no copy yet */
+    chunks_lease_release(cm, c, 77);
+    advance(3, 0, 2500);
+    repair_tick(rp);
+    ck_assert_uint_eq(ncalls, 1);
+    ck_assert_int_eq(calls[0].del, 0);
+    ck_assert_uint_eq(calls[0].src0, 1);
+    repair_replicate_done(rp, calls[0].token, DFS_OK, 1 << 20);
+    ck_assert_uint_eq(live_copies(c), 2);
+    teardown();
+}
+END_TEST
+
+/* A rebalance move deletes the copy on the server it moved off, never the
+ * new one. */
+START_TEST(test_move_deletes_its_source)
+{
+    struct repair_opts ro = {.rebalance_pct = 5, .rebalance_max = 1, .server_timeout_ms = 5000,
+                             .rebalance_min_bytes = 1};
+    setup_n(2, &ro);
+    goal = 1;
+    for (uint64_t id = 1; id <= 20; id++) {
+        uint32_t s1[] = {1};
+        mkchunk(id, s1, 1);
+    }
+    repair_tick(rp); /* first scan publishes usage */
+    struct dfs_dirinfo d;
+    memset(&d, 0, sizeof(d));
+    d.total = 100ull << 30;
+    d.avail = 90ull << 30;
+    chunks_server_register(cm, 3, "127.0.0.1", 9003, "", &d, 1);
+    for (int round = 0; round < 100; round++) {
+        repair_tick(rp);
+        unsigned n = ncalls;
+        struct call done[256];
+        memcpy(done, calls, n * sizeof(*calls));
+        ncalls = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (done[i].del) {
+                ck_assert_uint_ne(done[i].server, 3); /* never the fresh copy */
+                repair_delete_done(rp, done[i].token, DFS_OK);
+            } else {
+                ck_assert_uint_ne(done[i].server, 1);
+                repair_replicate_done(rp, done[i].token, DFS_OK, 1 << 20);
+            }
+        }
+        advance(3, 0, 250);
+    }
+    unsigned on3 = 0;
+    for (uint64_t id = 1; id <= 20; id++) {
+        struct cm_chunk *c = chunks_get(cm, id);
+        ck_assert_uint_eq(live_copies(c), 1);
+        if (c->reps[0].server_id == 3) on3++;
+    }
+    ck_assert_uint_ge(on3, 3);
+    teardown();
+}
+END_TEST
+
 START_TEST(test_returning_server_stale_and_surplus)
 {
     setup_n(3, NULL);
@@ -488,6 +568,8 @@ TEST_SUITE(repair)
     tcase_add_test(tc, test_cluster_limit);
     tcase_add_test(tc, test_wait_for_timeout_and_start_delay);
     tcase_add_test(tc, test_lease_and_version_change);
+    tcase_add_test(tc, test_corrupt_under_lease);
+    tcase_add_test(tc, test_move_deletes_its_source);
     tcase_add_test(tc, test_returning_server_stale_and_surplus);
     tcase_add_test(tc, test_drain_never_below_goal);
     tcase_add_test(tc, test_goal_down_deletes_surplus);
