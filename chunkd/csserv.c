@@ -10,6 +10,7 @@
 
 #include "checksum.h"
 #include "log.h"
+#include "masterconn.h"
 #include "util.h"
 
 /* A peer chunkd we forward chain requests to. */
@@ -98,12 +99,15 @@ static struct rpc_conn_opts peer_opts(void *data)
         .on_connected = data ? peer_on_connected : NULL,
         .on_disconnected = data ? peer_on_disconnected : NULL,
         .data = data,
+        /* A chain member that is down fails the forward at once (the writer
+         * gets it named and asks for a new chain) instead of waiting. */
+        .fail_fast = data != NULL,
     };
     return o;
 }
 
-/* The connection to host:port, or NULL when it has been down for over a
- * second (so a dead chain member fails fast instead of at the deadline). */
+/* The connection to host:port (fail_fast: a call on it while it is down
+ * fails at once with DFS_ECONN, so a dead chain member costs no deadline). */
 static struct rpc_conn *peer_get(const struct dfs_replica *r, int *status)
 {
     struct peer *p;
@@ -127,11 +131,6 @@ static struct rpc_conn *peer_get(const struct dfs_replica *r, int *status)
         }
         p->next = S.peers;
         S.peers = p;
-    }
-    if (!rpc_conn_ready(p->c) && p->down_since_ms &&
-        dfs_mono_ms() - p->down_since_ms > 1000) {
-        *status = DFS_ECONN;
-        return NULL;
     }
     return p->c;
 }
@@ -225,11 +224,16 @@ static void chain_finish(struct job *j)
     uint32_t failed = 0;
     if (status != DFS_OK) {
         failed = S.server_id;
+        /* Out of space: tell metad now, so placement stops choosing us before
+         * the writer asks it for a new chain. */
+        if (status == DFS_ENOSPC) masterconn_kick();
     } else if (j->fwd_status != DFS_OK) {
         status = (uint32_t)j->fwd_status;
         failed = j->fwd_failed;
     }
     if (j->op == DFS_OP_DELETE) {
+        /* Space came back: let metad know soon (it places by free space). */
+        if (j->status == DFS_OK) masterconn_kick();
         rpc_reply_status(j->req, status);
     } else {
         struct dfs_msg_write_resp r = {.status = status, .length = j->length, .failed_server = failed};
@@ -576,6 +580,7 @@ static void replicate_work(struct job *j)
 
 static void replicate_done(struct job *j)
 {
+    if (j->status == DFS_ENOSPC) masterconn_kick();
     struct dfs_msg_write_resp r = {
         .status = (uint32_t)j->status, .length = j->length,
         .failed_server = j->status == DFS_OK ? 0 : j->fwd_failed};

@@ -33,6 +33,7 @@ static const struct cfg_key keys[] = {
     {"io_threads_per_dir", CFG_U64, "4", 1, 64, "disk jobs in flight per data dir"},
     {"forward_timeout_ms", CFG_U64, "5000", 100, 600000, "deadline of a request forwarded down a chain"},
     {"replicate_max", CFG_U64, "2", 1, 64, "concurrent REPLICATE pulls"},
+    {"idle_close_ms", CFG_U64, "30000", 100, 86400000, "close the file of a chunk idle for this long"},
     {"pid_file", CFG_STR, "/run/dfs/chunkd.pid", 0, 0, "pid file when daemonized (empty: none)"},
     {"log_level", CFG_STR, "info", 0, 0, "err, warning, notice, info, debug, trace"},
     {"log_file", CFG_STR, "", 0, 0, "log file when daemonized (empty: syslog)"},
@@ -51,6 +52,7 @@ static struct {
     uv_timer_t house;
     uv_work_t house_work;
     bool house_busy, stopping;
+    uint64_t idle_close_ms;
     char *pid_file;
 } G;
 
@@ -99,7 +101,7 @@ fail:
 static void house_run(uv_work_t *w)
 {
     store_refresh(G.st);
-    store_trim(G.st, 30000);
+    store_trim(G.st, G.idle_close_ms);
 }
 
 static void house_done(uv_work_t *w, int status) { G.house_busy = false; }
@@ -306,6 +308,7 @@ int main(int argc, char **argv)
         log_err("cannot start the scrubber thread");
         return 1;
     }
+    G.idle_close_ms = cfg_u64(G.cfg, "idle_close_ms");
     uv_timer_init(G.loop, &G.house);
     uv_timer_start(&G.house, on_house, 1000, 1000);
     uv_signal_init(G.loop, &G.sigterm);

@@ -15,6 +15,7 @@
 
 #define CALL_MS 5000
 #define SWITCH_AFTER_MS 3000 /* try the next metad after this long without a link */
+#define KICK_MS 50           /* early heartbeat delay (coalesces bursts) */
 
 struct maddr {
     char host[256];
@@ -36,6 +37,8 @@ static struct {
     uint64_t down_since_ms; /* 0 while connected */
     struct maddr want;      /* leader to move to (port 0: none) */
     uv_timer_t tick;
+    uv_timer_t kick; /* early heartbeat after a capacity change */
+    int nclosed;     /* timers closed by masterconn_stop */
     /* report in progress */
     struct dfs_chunkrep *rep;
     size_t nrep, rep_off;
@@ -387,6 +390,7 @@ int masterconn_start(const struct masterconn_opts *o, char *err, size_t errlen)
     if (M.naddrs == 0) return 0;
     uv_timer_init(M.loop, &M.tick);
     uv_timer_start(&M.tick, on_tick, M.hb_ms, M.hb_ms);
+    uv_timer_init(M.loop, &M.kick);
     M.started = true;
     connect_cur();
     return 0;
@@ -401,8 +405,24 @@ void masterconn_set_heartbeat_ms(uint32_t ms)
 
 int masterconn_registered(void) { return M.registered; }
 
+static void on_kick(uv_timer_t *t)
+{
+    if (!M.started || !M.c || !M.registered || M.hb_inflight || !rpc_conn_ready(M.c)) return;
+    store_refresh(M.st); /* fresh capacity figures */
+    send_heartbeat();
+}
+
+void masterconn_kick(void)
+{
+    /* Coalesce bursts (a full disk fails many writes at once; GC deletes
+     * come in batches): one early heartbeat per KICK_MS at most. */
+    if (!M.started || uv_is_active((uv_handle_t *)&M.kick)) return;
+    uv_timer_start(&M.kick, on_kick, KICK_MS, 0);
+}
+
 static void tick_closed(uv_handle_t *h)
 {
+    if (++M.nclosed < 2) return; /* both timers */
     free(M.addrs);
     free(M.host);
     free(M.label);
@@ -421,5 +441,8 @@ void masterconn_stop(void)
     if (M.c) rpc_conn_close(M.c);
     M.c = NULL;
     uv_timer_stop(&M.tick);
+    uv_timer_stop(&M.kick);
+    M.nclosed = 0;
+    uv_close((uv_handle_t *)&M.kick, tick_closed);
     uv_close((uv_handle_t *)&M.tick, tick_closed);
 }

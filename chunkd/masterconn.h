@@ -38,6 +38,9 @@ int masterconn_start(const struct masterconn_opts *o, char *err, size_t errlen);
 void masterconn_set_heartbeat_ms(uint32_t ms);
 /* True when registered with a metad now. */
 int masterconn_registered(void);
+/* Send a heartbeat now (capacity changed: a data dir ran out of space), unless
+ * one is in flight or metad is not connected.  Loop thread. */
+void masterconn_kick(void);
 void masterconn_stop(void);
 
 #endif /* DFS_CHUNKD_MASTERCONN_H */

@@ -403,15 +403,21 @@ static void chunk_unindex(struct store *st, struct chunk *c)
     pthread_mutex_unlock(&st->mu);
 }
 
+/* The dir with the most free space for a new chunk: a dir that ran out of
+ * space (DFS_DS_FULL) only when every usable dir is full. */
 static int pick_dir_locked(struct store *st)
 {
     int best = -1;
     uint64_t best_free = 0;
+    bool best_full = true;
     for (size_t i = 0; i < st->ndirs; i++) {
         struct sdir *d = &st->dirs[i];
-        if (ALOAD(&d->state) == DFS_DS_FAILED) continue;
+        int state = ALOAD(&d->state);
+        if (state == DFS_DS_FAILED) continue;
+        bool full = state == DFS_DS_FULL;
         uint64_t f = d->avail > d->written_since ? d->avail - d->written_since : 0;
-        if (best < 0 || f > best_free) {
+        if (best < 0 || (best_full && !full) || (full == best_full && f > best_free)) {
+            best_full = full;
             best = (int)i;
             best_free = f;
         }
@@ -1081,6 +1087,17 @@ void store_requeue_changes(struct store *st, const struct dfs_chunkrep *chg, siz
     }
 }
 
+/* A full dir takes new chunks again once this much is free: 256 MiB, or an
+ * eighth of a small dir but at least two maximal writes (so a 16 MiB test
+ * tmpfs recovers after deletes, and a big disk does not flap). */
+static uint64_t full_clear_bytes(uint64_t total)
+{
+    uint64_t x = total / 8;
+    if (x < 2ull * DFS_MAX_IO) x = 2ull * DFS_MAX_IO;
+    if (x > (256ull << 20)) x = 256ull << 20;
+    return x;
+}
+
 void store_refresh(struct store *st)
 {
     apply_dir_failures(st);
@@ -1100,7 +1117,7 @@ void store_refresh(struct store *st)
         pthread_mutex_unlock(&st->mu);
         if (sv.f_flag & ST_RDONLY) {
             dir_fail(st, (int)i, EROFS, "mounted read-only");
-        } else if (ALOAD(&d->state) == DFS_DS_FULL && d->avail > (256u << 20)) {
+        } else if (ALOAD(&d->state) == DFS_DS_FULL && d->avail > full_clear_bytes(d->total)) {
             log_notice("data dir %s has space again", d->path);
             ASTORE(&d->state, DFS_DS_OK);
         }
@@ -1119,7 +1136,8 @@ void store_dirinfo(struct store *st, size_t i, struct dfs_dirinfo *o)
     o->path.len = (uint32_t)strlen(d->path);
     o->total = d->total;
     o->used = d->used;
-    o->avail = d->avail;
+    /* Bytes written since the last statvfs are not free any more. */
+    o->avail = d->avail > d->written_since ? d->avail - d->written_since : 0;
     o->state = (uint32_t)ALOAD(&d->state);
     o->chunks = d->nchunks;
     pthread_mutex_unlock(&st->mu);
@@ -1505,7 +1523,10 @@ static int dir_prepare(struct store *st, int d, bool lock, char *err, size_t err
     sd->dfd = open(sd->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sd->dfd < 0) return -errno;
     if (lock) {
-        sd->lockfd = openat(sd->dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        /* Read-only descriptor: flock does not need write access, and a
+         * file held open for writing would keep the dir's filesystem from
+         * being remounted read-only. */
+        sd->lockfd = openat(sd->dfd, ".lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
         if (sd->lockfd < 0) return -errno;
         if (flock(sd->lockfd, LOCK_EX | LOCK_NB) != 0) {
             snprintf(err, errlen, "data dir %s is in use by another chunkd", sd->path);

@@ -78,6 +78,8 @@ struct rpc_conn {
     bool tcp_closing;
     bool connected; /* TCP connected (before/after HELLO) */
     bool ready;     /* HELLO exchange done */
+    bool down;      /* outgoing: an attempt failed or the link was lost since
+                     * the last successful HELLO (opts.fail_fast) */
     bool gone_notified;
     bool refused;   /* we refused the peer's HELLO: ignore the rest */
     bool finalized; /* timers closed, owner reference dropped */
@@ -504,7 +506,10 @@ static void conn_drop_socket(struct rpc_conn *c, int status)
     uv_close((uv_handle_t *)&c->tcp, tcp_close_cb);
     frame_rd_reset(&c->rd);
     rpc_conn_ref(c);
-    fail_calls(c, c->closed ? DFS_ECANCELED : DFS_ECONN, !c->outgoing || c->closed);
+    if (c->outgoing && !c->closed)
+        c->down = true;
+    fail_calls(c, c->closed ? DFS_ECANCELED : DFS_ECONN,
+               !c->outgoing || c->closed || c->opts.fail_fast);
     if (!c->outgoing) {
         /* An accepted conn never comes back. */
         c->closed = true;
@@ -662,6 +667,7 @@ static void handle_hello_resp(struct rpc_conn *c, struct dfs_frame *f)
     c->peer_role = r->role;
     c->peer_node = r->node_id;
     c->ready = true;
+    c->down = false;
     c->backoff_ms = RPC_BACKOFF_MIN_MS;
     uv_timer_stop(&c->retry_timer);
     uint64_t gen = c->gen;
@@ -855,6 +861,9 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     log_debug("rpc %s: %s", c->peer, uv_strerror(rc));
     uv_freeaddrinfo(res);
+    c->down = true;
+    if (c->opts.fail_fast)
+        fail_calls(c, DFS_ECONN, true);
     uint32_t ms = c->backoff_ms;
     c->backoff_ms = ms * 2 > RPC_BACKOFF_MAX_MS ? RPC_BACKOFF_MAX_MS : ms * 2;
     uv_timer_start(&c->retry_timer, retry_timer_cb, ms, 0);
@@ -1128,6 +1137,10 @@ static int call_queue(struct rpc_conn *c, struct dfs_wbuf *wb, uint32_t timeout_
     if (c->closed) {
         codec_wbuf_free(wb);
         return c->outgoing ? DFS_ECANCELED : DFS_ECONN;
+    }
+    if (c->opts.fail_fast && c->outgoing && !c->ready && c->down) {
+        codec_wbuf_free(wb);
+        return DFS_ECONN;
     }
     if (timeout_ms == 0)
         timeout_ms = 1;

@@ -89,6 +89,17 @@ struct rpc_conn_opts {
      * status says why. */
     void (*on_disconnected)(struct rpc_conn *c, int status);
     void *data;               /* user data, see rpc_conn_data() */
+    /* Outgoing connections: do not make calls wait for a reconnect.  Once a
+     * connect attempt has failed or the connection was lost (and until the
+     * next successful HELLO), rpc_call()/rpc_call_encoded() return DFS_ECONN
+     * at once (rpc_mt_submit completes the result with DFS_ECONN), and a
+     * failed attempt fails every call still queued with DFS_ECONN instead of
+     * keeping it until its deadline.  Calls issued before the first attempt
+     * has finished wait for that attempt (bounded by its deadline and
+     * connect_timeout_ms).  Reconnecting goes on in the background as usual.
+     * For links where another replica/server can be tried (chunkd chain
+     * forwarding, client data links). */
+    bool fail_fast;
 };
 
 /* ----- connections ----- */

@@ -617,7 +617,14 @@ static int wreq_retry(struct dfsc *c, struct dnode *n, struct wreq *r, int st, u
 {
     uint64_t deadline = dfs_mono_ms() + c->timeout_ms;
     unsigned backoff = 50;
+    unsigned nospc = 0; /* chains that answered ENOSPC */
     for (;;) {
+        if (st == DFS_ENOSPC && ++nospc >= 2) {
+            /* A repaired chain is out of space too: the cluster is full. */
+            log_warn("inode %llu chunk %llu: write failed: no space left on the chain",
+                     (unsigned long long)n->ino, (unsigned long long)r->index);
+            return DFS_ENOSPC;
+        }
         if (!retryable(st) || dfs_mono_ms() >= deadline) {
             log_warn("inode %llu chunk %llu: write failed: %s", (unsigned long long)n->ino,
                      (unsigned long long)r->index, dfs_strerror(st));
@@ -640,6 +647,12 @@ static int wreq_retry(struct dfsc *c, struct dnode *n, struct wreq *r, int st, u
                      dfs_strerror(st));
         }
         int gst = get_grant(c, n, r->index, bad, &dc);
+        if (gst == DFS_ENOSPC || gst == DFS_ENOSERVERS) {
+            /* metad has no server that can take this chain. */
+            log_warn("inode %llu chunk %llu: write failed: %s", (unsigned long long)n->ino,
+                     (unsigned long long)r->index, dfs_strerror(gst));
+            return gst;
+        }
         if (gst != DFS_OK) {
             st = gst;
             if (!retryable(gst))

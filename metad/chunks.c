@@ -249,14 +249,16 @@ static void copy_dirs(struct cm_server *s, const struct dfs_dirinfo *dirs, uint3
     free(s->dirs);
     s->dirs = n ? xcalloc(n, sizeof(*s->dirs)) : NULL;
     s->ndirs = n;
-    s->total = s->used = s->avail = 0;
+    s->total = s->used = s->avail = s->dir_avail_max = 0;
     for (uint32_t i = 0; i < n; i++) {
         s->dirs[i] = dirs[i];
         s->dirs[i].path.ptr = strdup(dirs[i].path.ptr ? dirs[i].path.ptr : "");
         if (dirs[i].state == DFS_DS_FAILED) continue;
         s->total += dirs[i].total;
         s->used += dirs[i].used;
-        s->avail += dirs[i].state == DFS_DS_FULL ? 0 : dirs[i].avail;
+        uint64_t a = dirs[i].state == DFS_DS_FULL ? 0 : dirs[i].avail;
+        s->avail += a;
+        if (a > s->dir_avail_max) s->dir_avail_max = a;
     }
 }
 
@@ -451,6 +453,72 @@ int chunks_report(struct chunks *cm, uint32_t server_id, const struct dfs_chunkr
 
 /* ----- placement ----- */
 
+static bool has_room(const struct chunks *cm, const struct cm_server *s)
+{
+    return s->avail > cm->o.min_free + CHUNKS_WRITE_NEED && s->dir_avail_max >= CHUNKS_WRITE_NEED;
+}
+
+bool chunks_server_full(struct chunks *cm, uint32_t id)
+{
+    struct cm_server *s = chunks_server(cm, id);
+    return s && !has_room(cm, s);
+}
+
+int chunks_place_fail_status(struct chunks *cm)
+{
+    unsigned up = 0, full = 0;
+    for (uint32_t i = 0; i < cm->nsrv; i++) {
+        struct cm_server *s = cm->srv[i];
+        if (s->state != DFS_SS_UP || s->draining) continue;
+        up++;
+        if (!has_room(cm, s)) full++;
+    }
+    return up && full == up ? DFS_ENOSPC : DFS_ENOSERVERS;
+}
+
+int chunks_chain_fail(struct chunks *cm, struct cm_chunk *c, uint32_t bad)
+{
+    struct cm_replica *b = rep_find(c, bad);
+    if (!b) return DFS_OK;
+    unsigned others = 0;
+    for (unsigned i = 0; i < c->nrep; i++) {
+        struct cm_replica *r = &c->reps[i];
+        if (r != b && r->version == c->version && chunks_replica_live(cm, r)) others++;
+    }
+    if (others) {
+        b->state = DFS_RS_STALE;
+        return DFS_OK;
+    }
+    if (b->state != DFS_RS_OK || b->version != c->version) return DFS_EIO;
+    return chunks_server_full(cm, bad) ? DFS_ENOSPC : DFS_EIO;
+}
+
+/* ----- version adoption ----- */
+
+uint32_t chunks_adopt_version(struct chunks *cm, struct cm_chunk *c)
+{
+    if (c->busy || c->adopting) return 0;
+    uint32_t best = 0;
+    for (unsigned i = 0; i < c->nrep; i++) {
+        const struct cm_replica *r = &c->reps[i];
+        if (r->version > c->version && r->version > best && chunks_replica_live(cm, r))
+            best = r->version;
+    }
+    return best;
+}
+
+void chunks_adopt_start(struct chunks *cm, struct cm_chunk *c, uint32_t version)
+{
+    (void)cm;
+    c->adopting = version;
+}
+
+void chunks_adopt_done(struct chunks *cm, struct cm_chunk *c)
+{
+    (void)cm;
+    c->adopting = 0;
+}
+
 static bool in_list(const uint32_t *v, unsigned n, uint32_t x)
 {
     for (unsigned i = 0; i < n; i++)
@@ -476,7 +544,7 @@ unsigned chunks_place(struct chunks *cm, unsigned want, const uint32_t *exclude,
             uint64_t sum = 0;
             for (uint32_t i = 0; i < cm->nsrv; i++) {
                 struct cm_server *s = cm->srv[i];
-                if (s->state != DFS_SS_UP || s->draining || s->avail <= cm->o.min_free ||
+                if (s->state != DFS_SS_UP || s->draining || !has_room(cm, s) ||
                     in_list(exclude, nexclude, s->id) || in_list(out, got, s->id))
                     continue;
                 if (pass == 0 && s->label[0]) {
@@ -493,7 +561,7 @@ unsigned chunks_place(struct chunks *cm, unsigned want, const uint32_t *exclude,
             uint64_t r = cm->clk.random(cm->clk.arg) % sum;
             for (uint32_t i = 0; i < cm->nsrv; i++) {
                 struct cm_server *s = cm->srv[i];
-                if (s->state != DFS_SS_UP || s->draining || s->avail <= cm->o.min_free ||
+                if (s->state != DFS_SS_UP || s->draining || !has_room(cm, s) ||
                     in_list(exclude, nexclude, s->id) || in_list(out, got, s->id))
                     continue;
                 if (pass == 0 && s->label[0]) {

@@ -41,6 +41,7 @@ struct cm_chunk {
     uint32_t version;    /* replicated */
     uint8_t nrep, caprep;
     uint8_t busy;        /* a version bump is in progress */
+    uint32_t adopting;   /* soft: version being committed by adoption (0 = none) */
     struct cm_replica *reps;
     uint64_t lease_session;
     uint64_t lease_expire_ms;
@@ -59,6 +60,7 @@ struct cm_server {
     int port;
     char label[64];
     uint64_t total, used, avail, nchunks;
+    uint64_t dir_avail_max; /* free space of its emptiest usable (ok, not full) dir */
     uint32_t load;
     uint64_t last_seen_ms;
     int64_t last_seen_ns;
@@ -156,6 +158,35 @@ void chunks_replica_drop(struct chunks *cm, struct cm_chunk *c, uint32_t server_
  * chosen (ids in out[]). */
 unsigned chunks_place(struct chunks *cm, unsigned want, const uint32_t *exclude,
                       unsigned nexclude, uint32_t *out);
+
+/* Room a new copy of a chunk needs on a server beyond min_free: one maximal
+ * write plus the replica file's header page and checksum table. */
+#define CHUNKS_WRITE_NEED ((uint64_t)DFS_MAX_IO + (16u << 10))
+/* A server is full when its reported free space is at most min_free +
+ * CHUNKS_WRITE_NEED, or no data dir of it can take CHUNKS_WRITE_NEED (a dir
+ * that returned ENOSPC is reported DFS_DS_FULL and counts as empty space 0). */
+bool chunks_server_full(struct chunks *cm, uint32_t id);
+/* Status for a GRANT that could not place a chain: DFS_ENOSPC when up,
+ * non-draining servers exist but all are full, else DFS_ENOSERVERS. */
+int chunks_place_fail_status(struct chunks *cm);
+/* GRANT with bad_server: the writer saw `bad` fail in c's chain.  If another
+ * live copy at c's version remains, bad's copy is marked stale (it missed the
+ * write; the chain continues without it) and DFS_OK is returned.  If bad
+ * holds the last live copy, it is kept (it has every acknowledged byte) and
+ * the GRANT must fail: DFS_ENOSPC when bad is full, else DFS_EIO (the writer
+ * may retry: a restarted server comes back with its copy).  A bad server
+ * that is not in the chain: DFS_OK. */
+int chunks_chain_fail(struct chunks *cm, struct cm_chunk *c, uint32_t bad);
+
+/* ----- version adoption ----- */
+/* The newest version reported by an OK copy on an up server, if it is newer
+ * than c->version (a SETVERSION that reached the chunkd whose commit was
+ * lost with the old leader) and no bump or adoption runs; else 0.  The
+ * caller commits it (FS_OP_CHUNK_VERSION) and calls chunks_adopt_done. */
+uint32_t chunks_adopt_version(struct chunks *cm, struct cm_chunk *c);
+/* Mark/unmark an adoption commit in flight (soft). */
+void chunks_adopt_start(struct chunks *cm, struct cm_chunk *c, uint32_t version);
+void chunks_adopt_done(struct chunks *cm, struct cm_chunk *c);
 
 /* ----- leases ----- */
 /* Try to take or renew the write lease of chunk c for session.  Returns

@@ -78,6 +78,62 @@ void csconn_register(struct rpc_req *req)
     }
 }
 
+/* ----- version adoption ----- */
+
+/*
+ * A copy reports a version newer than the chunk's: a GRANT's SETVERSION
+ * reached the chunkd but the leader died before committing the bump.  The
+ * copy is current (chunks_report took it as OK), but until the version is
+ * in the log, GRANT and repair only count copies at the committed version,
+ * so a chunk whose copies are all like that would be stuck -- and the next
+ * bump would hand out the very version that copy already has.  Commit it.
+ */
+struct adopt_ctx {
+    uint64_t chunk;
+    uint32_t version;
+};
+
+static void adopt_done(void *arg, int status, struct fs_result *res)
+{
+    struct adopt_ctx *x = arg;
+    struct metad *m = metad_g;
+    struct cm_chunk *c = chunks_get(m->cm, x->chunk);
+    if (c) chunks_adopt_done(m->cm, c);
+    if (status == DFS_OK && res->status == DFS_OK) {
+        log_notice("chunk %llu: adopted version %u reported by its copies",
+                   (unsigned long long)x->chunk, x->version);
+        if (m->rp && c) repair_note_chunk(m->rp, x->chunk);
+    } else {
+        log_warn("chunk %llu: committing adopted version %u failed: %s",
+                 (unsigned long long)x->chunk, x->version,
+                 dfs_strerror(status != DFS_OK ? status : res->status));
+    }
+    free(x);
+}
+
+static void adopt_check(struct metad *m, uint64_t id)
+{
+    struct cm_chunk *c = chunks_get(m->cm, id);
+    if (!c || !m->j || !journal_ready(m->j)) return;
+    uint32_t v = chunks_adopt_version(m->cm, c);
+    if (!v) return;
+    struct adopt_ctx *x = calloc(1, sizeof(*x));
+    if (!x) return;
+    x->chunk = id;
+    x->version = v;
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_CHUNK_VERSION;
+    op.id = id;
+    op.version = v;
+    op.now = dfs_now_ns();
+    chunks_adopt_start(m->cm, c, v);
+    if (journal_submit(m->j, &op, adopt_done, x) != DFS_OK) {
+        chunks_adopt_done(m->cm, c);
+        free(x);
+    }
+}
+
 void csconn_report(struct rpc_req *req)
 {
     struct metad *m = metad_g;
@@ -90,6 +146,7 @@ void csconn_report(struct rpc_req *req)
         const struct dfs_chunkrep *r = &b->chunks[i];
         int del = chunks_report(m->cm, s->id, r);
         if (m->rp && chunks_get(m->cm, r->chunk_id)) repair_note_chunk(m->rp, r->chunk_id);
+        adopt_check(m, r->chunk_id);
         if (del) {
             if (!chunks_get(m->cm, r->chunk_id)) {
                 /* No file owns it (deleted while this server was away). */
@@ -121,6 +178,7 @@ void csconn_heartbeat(struct rpc_req *req)
                            b->changes[i].state == DFS_RS_CORRUPT ? "corrupt" : "lost");
             repair_note_chunk(m->rp, b->changes[i].chunk_id);
         }
+        for (uint32_t i = 0; i < b->changes_count; i++) adopt_check(m, b->changes[i].chunk_id);
     }
     rpc_reply_status(req, (uint32_t)st);
 }

@@ -326,7 +326,7 @@ static void grant_existing(struct wctx *w, uint64_t id)
         unsigned n = chunks_place(m->cm, goal ? goal : 1, NULL, 0, srv);
         if (!n) {
             chunks_lease_release(m->cm, c, w->session);
-            return grant_fail(w, DFS_ENOSERVERS);
+            return grant_fail(w, chunks_place_fail_status(m->cm));
         }
         for (unsigned i = 0; i < n; i++) chunks_replica_set(m->cm, c, srv[i], c->version, DFS_RS_OK);
         log_notice("chunk %llu: no copy anywhere (never written); new chain of %u",
@@ -334,10 +334,11 @@ static void grant_existing(struct wctx *w, uint64_t id)
         return grant_reply(w, c);
     }
     if (w->bad_server) {
-        struct cm_replica *bad = NULL;
-        for (unsigned i = 0; i < c->nrep; i++)
-            if (c->reps[i].server_id == w->bad_server) bad = &c->reps[i];
-        if (bad) bad->state = DFS_RS_STALE;
+        int bst = chunks_chain_fail(m->cm, c, w->bad_server);
+        if (bst != DFS_OK) {
+            chunks_lease_release(m->cm, c, w->session);
+            return grant_fail(w, bst);
+        }
     } else if (renewed) {
         return grant_reply(w, c);
     }
@@ -463,7 +464,7 @@ static void h_grant(struct rpc_req *req)
     uint64_t id = fs_file_chunk(m->fs, g->ino, g->index);
     if (id) return grant_existing(w, id);
     w->nsrv = chunks_place(m->cm, goal ? goal : 1, NULL, 0, w->srv);
-    if (!w->nsrv) return grant_fail(w, DFS_ENOSERVERS);
+    if (!w->nsrv) return grant_fail(w, chunks_place_fail_status(m->cm));
     struct fs_op op;
     memset(&op, 0, sizeof(op));
     op.type = FS_OP_CHUNK_NEW;

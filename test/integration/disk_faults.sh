@@ -19,7 +19,7 @@ mk_tmpfs "$BIG" 32m
 mk_tmpfs "$T/chunk2" 48m
 mk_tmpfs "$T/chunk3" 48m
 "$BIN/chunkd" -f -o listen=127.0.0.1:$(dfs_free_port) -o data_dir="$SMALL" -o data_dir="$BIG" \
-    -o metad=127.0.0.1:$METAD_PORT -o label=host1 >>"$T/chunkd1.log" 2>&1 &
+    -o metad=127.0.0.1:$METAD_PORT -o label=host1 -o idle_close_ms=300 >>"$T/chunkd1.log" 2>&1 &
 CHUNKD_PID[1]=$!
 dfs_start_chunkd 2
 dfs_start_chunkd 3
@@ -48,16 +48,23 @@ rm -f "$MNT/f$full"
 for i in $(seq 1 2 "$n"); do rm "$MNT/f$i"; done
 wait_until 120 sh -c "[ \$(df --output=avail -k '$T/chunk2' | tail -1) -gt 16000 ]" || fail "space did not come back after deletes"
 head -c $((2 << 20)) /dev/urandom >"$T/g"
-dd if="$T/g" of="$MNT/g" bs=1M conv=fsync status=none || fail "write after freeing space"
+# metad learns the freed space from the chunkds' next heartbeats (sent early
+# after deletes): allow a few seconds, not an instant.
+wait_until 15 dd if="$T/g" of="$MNT/g" bs=1M conv=fsync status=none || fail "write after freeing space"
 wait_until 60 all_healthy || fail "not healthy after freeing space: $(dfs_chunk_health)"
 
 log "one of chunkd 1's dirs goes read-only (a failing disk)"
 nsmall=$(chunk_files "$SMALL")
 log "it holds $nsmall chunk files"
-mount -o remount,ro "$SMALL" || fail "remount ro"
+# Linux refuses to remount a tmpfs read-only while a file on it is open for
+# writing (a real disk's errors=remount-ro does not ask): chunkd 1 closes idle
+# chunk files after 300 ms here, so retry until no write is in progress.
+wait_until 30 mount -o remount,ro "$SMALL" || fail "remount ro"
 for i in 1 2 3; do head -c $((1 << 20)) /dev/urandom >"$T/h$i"; cp "$T/h$i" "$MNT/h$i" || fail "write after the dir failed"; done
 if [ "$nsmall" -gt 0 ]; then
     wait_until 60 grep -qiE "read-only|failed" "$T/chunkd1.log" || fail "chunkd did not notice the read-only dir"
+    # metad hears of the lost copies (next heartbeat) before health counts.
+    wait_until 30 grep -qE "chunkd [0-9]+: chunk [0-9]+ lost" "$T/metad.log" || fail "metad was not told the chunks are lost"
 fi
 wait_until 120 all_healthy || fail "lost chunks not re-replicated: $(dfs_chunk_health)"
 echo 3 >/proc/sys/vm/drop_caches

@@ -1164,6 +1164,88 @@ START_TEST(test_mt_close_cancels)
 }
 END_TEST
 
+/* fail_fast: the first call waits for the first attempt (and fails with
+ * ECONN as soon as it fails, not at its deadline); while the link is down
+ * calls fail at once; after a reconnect calls work again. */
+START_TEST(test_fail_fast)
+{
+    struct env e;
+    env_init(&e);
+    int port = e.port;
+    rpc_server_close(e.srv);
+    e.srv = NULL;
+    rpc_conn_close(e.cli);
+    struct rpc_conn_opts co = client_opts();
+    co.on_connected = env_on_connected;
+    co.on_disconnected = env_on_disconnected;
+    co.data = &e;
+    co.fail_fast = true;
+    e.connected = e.disconnected = 0;
+    e.cli = rpc_connect(&e.loop, "127.0.0.1", port, &co);
+    struct dfs_msg_empty em;
+    /* Nothing listens: the call issued during the first attempt fails when
+     * the attempt does, long before its deadline. */
+    struct res r = {0};
+    uint64_t t0 = dfs_mono_ms();
+    ck_assert_int_eq(rpc_call(e.cli, DFS_OP_PING, &em, 5000, res_cb, &r), DFS_OK);
+    ck_assert(RUN_UNTIL(&e, r.done, 3000));
+    ck_assert_int_eq(r.status, DFS_ECONN);
+    ck_assert_uint_lt(r.t_done - t0, 1000);
+    /* Down: calls fail synchronously (the callback never runs). */
+    struct res r2 = {0};
+    ck_assert_int_eq(rpc_call(e.cli, DFS_OP_PING, &em, 5000, res_cb, &r2), DFS_ECONN);
+    RUN_UNTIL(&e, 0, 50);
+    ck_assert_int_eq(r2.done, 0);
+    /* The server comes back: the conn reconnects by itself and serves. */
+    env_listen(&e, port);
+    ck_assert(RUN_UNTIL(&e, e.connected == 1, 8000));
+    ck_assert_int_eq(ping(&e, 2000), DFS_OK);
+    /* Lost again: queued/in-flight calls fail with ECONN, new ones at once. */
+    rpc_server_close(e.srv);
+    e.srv = NULL;
+    ck_assert(RUN_UNTIL(&e, e.disconnected == 1, 2000));
+    struct res r3 = {0};
+    ck_assert_int_eq(rpc_call(e.cli, DFS_OP_PING, &em, 5000, res_cb, &r3), DFS_ECONN);
+    /* The default (no fail_fast) still waits for the reconnect: see
+     * test_reconnect_same_port. */
+    env_fini(&e);
+}
+END_TEST
+
+/* Same through rpc_mt: the result completes with ECONN at once. */
+START_TEST(test_fail_fast_mt)
+{
+    int port;
+    {
+        /* a port with nothing listening */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        socklen_t l = sizeof(a);
+        getsockname(fd, (struct sockaddr *)&a, &l);
+        port = ntohs(a.sin_port);
+        close(fd);
+    }
+    struct rpc_mt *mt = rpc_mt_start("ff");
+    ck_assert_ptr_nonnull(mt);
+    struct rpc_conn_opts co = client_opts();
+    co.fail_fast = true;
+    struct rpc_conn *c = rpc_mt_connect(mt, "127.0.0.1", port, &co);
+    ck_assert_ptr_nonnull(c);
+    struct dfs_msg_empty em;
+    struct dfs_frame *f = NULL;
+    uint64_t t0 = dfs_mono_ms();
+    ck_assert_int_eq(rpc_mt_call(mt, c, DFS_OP_PING, &em, 5000, &f), DFS_ECONN);
+    ck_assert_uint_lt(dfs_mono_ms() - t0, 1000);
+    t0 = dfs_mono_ms();
+    ck_assert_int_eq(rpc_mt_call(mt, c, DFS_OP_PING, &em, 5000, &f), DFS_ECONN);
+    ck_assert_uint_lt(dfs_mono_ms() - t0, 100);
+    ck_assert_ptr_null(f);
+    rpc_mt_close(mt, c);
+    rpc_mt_stop(mt);
+}
+END_TEST
+
 TEST_SUITE(rpc)
 {
     Suite *s = suite_create("rpc");
@@ -1188,6 +1270,8 @@ TEST_SUITE(rpc)
     tcase_add_test(tc, test_peer_killed);
     tcase_add_test(tc, test_reconnect_same_port);
     tcase_add_test(tc, test_unknown_response_id);
+    tcase_add_test(tc, test_fail_fast);
+    tcase_add_test(tc, test_fail_fast_mt);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
 

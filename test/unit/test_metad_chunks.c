@@ -169,6 +169,123 @@ START_TEST(test_report_versions)
 }
 END_TEST
 
+/* A server is full below min_free + one maximal write, or when its dir
+ * reported ENOSPC (DFS_DS_FULL); a full cluster makes placement say ENOSPC. */
+START_TEST(test_full_servers)
+{
+    struct chunks *cm = mkcm();
+    add_server(cm, 1, "", 1ull << 30);
+    add_server(cm, 2, "", (1u << 20) + (2u << 20)); /* above min_free, below one write more */
+    ck_assert(!chunks_server_full(cm, 1));
+    ck_assert(chunks_server_full(cm, 2));
+    uint32_t out[3];
+    for (int k = 0; k < 50; k++) {
+        ck_assert_uint_eq(chunks_place(cm, 2, NULL, 0, out), 1);
+        ck_assert_uint_eq(out[0], 1);
+    }
+    /* server 1's only dir ran out of space: reported full */
+    struct dfs_dirinfo d;
+    memset(&d, 0, sizeof(d));
+    d.path.ptr = "/d";
+    d.path.len = 2;
+    d.total = 2ull << 30;
+    d.avail = 1ull << 30;
+    d.state = DFS_DS_FULL;
+    struct dfs_msg_heartbeat hb;
+    memset(&hb, 0, sizeof(hb));
+    hb.server_id = 1;
+    hb.dirs = &d;
+    hb.dirs_count = 1;
+    ck_assert_int_eq(chunks_server_heartbeat(cm, &hb, 0), DFS_OK);
+    ck_assert(chunks_server_full(cm, 1));
+    ck_assert_uint_eq(chunks_place(cm, 2, NULL, 0, out), 0);
+    ck_assert_int_eq(chunks_place_fail_status(cm), DFS_ENOSPC);
+    /* two dirs: one full, one with room -> not full */
+    struct dfs_dirinfo two[2] = {d, d};
+    two[1].state = DFS_DS_OK;
+    two[1].avail = 64ull << 20;
+    hb.dirs = two;
+    hb.dirs_count = 2;
+    ck_assert_int_eq(chunks_server_heartbeat(cm, &hb, 0), DFS_OK);
+    ck_assert(!chunks_server_full(cm, 1));
+    /* no server up at all: not a space problem */
+    chunks_server_lost(cm, 1);
+    chunks_server_lost(cm, 2);
+    ck_assert_int_eq(chunks_place_fail_status(cm), DFS_ENOSERVERS);
+    chunks_free(cm);
+}
+END_TEST
+
+/* GRANT with a bad server: dropped while another live copy remains; the last
+ * live copy is kept and the grant fails with ENOSPC (full) or EIO. */
+START_TEST(test_chain_fail)
+{
+    struct chunks *cm = mkcm();
+    add_server(cm, 1, "", 1ull << 30);
+    add_server(cm, 2, "", 1ull << 30);
+    add_server(cm, 3, "", 1000); /* full */
+    chunks_chunk_add(cm, 10, 4, 1, 0);
+    struct cm_chunk *c = chunks_get(cm, 10);
+    chunks_replica_set(cm, c, 1, 4, DFS_RS_OK);
+    chunks_replica_set(cm, c, 3, 4, DFS_RS_OK);
+    ck_assert_int_eq(chunks_chain_fail(cm, c, 2), DFS_OK); /* not in the chain */
+    ck_assert_int_eq(chunks_chain_fail(cm, c, 1), DFS_OK); /* 3 remains */
+    ck_assert_uint_eq(c->reps[0].state, DFS_RS_STALE);
+    /* 3 is the last live copy and full */
+    ck_assert_int_eq(chunks_chain_fail(cm, c, 3), DFS_ENOSPC);
+    ck_assert_uint_eq(c->reps[1].state, DFS_RS_OK);
+    /* a last copy on a server with room: EIO, kept */
+    chunks_chunk_add(cm, 11, 2, 1, 1);
+    c = chunks_get(cm, 11);
+    chunks_replica_set(cm, c, 2, 2, DFS_RS_OK);
+    ck_assert_int_eq(chunks_chain_fail(cm, c, 2), DFS_EIO);
+    ck_assert_uint_eq(c->reps[0].state, DFS_RS_OK);
+    chunks_free(cm);
+}
+END_TEST
+
+/* Copies at a version newer than the committed one are adopted: the newest
+ * live one is offered once until the commit is done. */
+START_TEST(test_adopt_version)
+{
+    struct chunks *cm = mkcm();
+    add_server(cm, 1, "", 1ull << 30);
+    add_server(cm, 2, "", 1ull << 30);
+    add_server(cm, 3, "", 1ull << 30);
+    chunks_chunk_add(cm, 7, 5, 1, 0);
+    struct cm_chunk *c = chunks_get(cm, 7);
+    struct dfs_chunkrep r = {.chunk_id = 7, .version = 5, .length = 100, .state = DFS_RS_OK};
+    ck_assert_int_eq(chunks_report(cm, 1, &r), 0);
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 0); /* nothing newer */
+    r.version = 6;
+    ck_assert_int_eq(chunks_report(cm, 2, &r), 0);
+    r.version = 7;
+    ck_assert_int_eq(chunks_report(cm, 3, &r), 0);
+    chunks_server_lost(cm, 3); /* the v7 copy is not reachable */
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 6);
+    add_server(cm, 3, "", 1ull << 30); /* back */
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 7);
+    /* a bump in progress or an adoption in flight: not now */
+    c->busy = 1;
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 0);
+    c->busy = 0;
+    chunks_adopt_start(cm, c, 7);
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 0);
+    /* the commit applies: older copies become stale, the v7 copy is good */
+    chunks_chunk_set_version(cm, 7, 7);
+    chunks_adopt_done(cm, c);
+    ck_assert_uint_eq(c->version, 7);
+    ck_assert_uint_eq(chunks_adopt_version(cm, c), 0);
+    for (unsigned i = 0; i < c->nrep; i++) {
+        if (c->reps[i].server_id == 3)
+            ck_assert_uint_eq(c->reps[i].state, DFS_RS_OK);
+        else
+            ck_assert_uint_eq(c->reps[i].state, DFS_RS_STALE);
+    }
+    chunks_free(cm);
+}
+END_TEST
+
 TEST_SUITE(metad_chunks)
 {
     Suite *s = suite_create("metad_chunks");
@@ -180,6 +297,9 @@ TEST_SUITE(metad_chunks)
     tcase_add_test(tc, test_server_timeout);
     tcase_add_test(tc, test_lease);
     tcase_add_test(tc, test_report_versions);
+    tcase_add_test(tc, test_full_servers);
+    tcase_add_test(tc, test_chain_fail);
+    tcase_add_test(tc, test_adopt_version);
     suite_add_tcase(s, tc);
     return s;
 }
