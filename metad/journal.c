@@ -53,8 +53,6 @@ struct journal {
     size_t qlen, qcap;
     struct ctx *qctx;
     unsigned qn, qcap_ctx;
-    unsigned qn_eager; /* queued ops that want the next loop iteration */
-    uv_timer_t lazy;   /* flushes lazily queued ops nobody else carries */
     struct batch *batches; /* in flight, oldest first (list head) */
     struct batch *btail;
     bool ready, barrier_pending, closing;
@@ -220,7 +218,6 @@ static void fail_queue(struct journal *j, int status)
     unsigned n = j->qn;
     struct ctx *c = j->qctx;
     j->qn = 0;
-    j->qn_eager = 0;
     j->qlen = 0;
     for (unsigned i = 0; i < n; i++) c[i].cb(c[i].arg, status, NULL);
 }
@@ -285,7 +282,6 @@ static void flush(struct journal *j)
     else j->batches = b;
     j->btail = b;
     j->qn = 0;
-    j->qn_eager = 0;
     j->qlen = 0;
     int rv = raft_apply(&j->raft, &b->req, &rb, 1, apply_cb);
     if (rv != 0) {
@@ -299,34 +295,10 @@ static void flush(struct journal *j)
 
 static void check_cb(uv_check_t *h)
 {
-    struct journal *j = h->data;
-    if (j->qn_eager) flush(j);
+    flush(h->data);
 }
-
-static void lazy_cb(uv_timer_t *t)
-{
-    flush(t->data);
-}
-
-static int submit_op(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg,
-                     bool eager);
 
 int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg)
-{
-    return submit_op(j, op, cb, arg, true);
-}
-
-int journal_submit_lazy(struct journal *j, const struct fs_op *op, journal_done_fn cb,
-                        void *arg)
-{
-    int st = submit_op(j, op, cb, arg, false);
-    if (st == DFS_OK && j->qn && !uv_is_active((uv_handle_t *)&j->lazy))
-        uv_timer_start(&j->lazy, lazy_cb, JOURNAL_LAZY_MS, 0);
-    return st;
-}
-
-static int submit_op(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg,
-                     bool eager)
 {
     if (!j->ready || j->closing) return DFS_ENOTLEADER;
     size_t l = fs_op_encoded_size(op);
@@ -354,7 +326,6 @@ static int submit_op(struct journal *j, const struct fs_op *op, journal_done_fn 
     j->qctx[j->qn].cb = cb;
     j->qctx[j->qn].arg = arg;
     j->qn++;
-    if (eager) j->qn_eager++;
     /* A very large batch goes out now rather than growing without bound. */
     if (j->qlen > (4u << 20)) flush(j);
     return DFS_OK;
@@ -525,8 +496,6 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
     uv_check_start(&j->check, check_cb);
     uv_timer_init(loop, &j->timer);
     j->timer.data = j;
-    uv_timer_init(loop, &j->lazy);
-    j->lazy.data = j;
     uv_timer_start(&j->timer, timer_cb, 10, 20);
     return j;
 
@@ -565,7 +534,6 @@ void journal_close(struct journal *j, void (*done)(void *arg), void *arg)
     fail_queue(j, DFS_ENOTLEADER);
     uv_check_stop(&j->check);
     uv_timer_stop(&j->timer);
-    uv_timer_stop(&j->lazy);
     j->close_done = done;
     j->close_arg = arg;
     j->raft.data = j;

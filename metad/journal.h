@@ -54,14 +54,6 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
  * Returns DFS_OK, or DFS_ENOTLEADER without running cb. */
 int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg);
 
-/* Like journal_submit, for background work nobody waits for (purging an
- * unlinked file): the op rides in the raft entry of the next client op, or
- * goes out on its own after JOURNAL_LAZY_MS, so it never costs a client a
- * second log write in its path. */
-#define JOURNAL_LAZY_MS 5
-int journal_submit_lazy(struct journal *j, const struct fs_op *op, journal_done_fn cb,
-                        void *arg);
-
 /* Leader with the barrier done: may serve reads and writes. */
 bool journal_ready(struct journal *j);
 /* "host:port" of the raft leader's raft address, or NULL if unknown. */

@@ -235,9 +235,7 @@ static void purge_if_unused(struct metad *m, uint64_t ino)
     op.type = FS_OP_PURGE;
     op.ino = ino;
     op.now = dfs_now_ns();
-    /* Nobody waits for it: let it ride with the next client op (rm -rf
-     * would otherwise pay a second log write per file). */
-    journal_submit_lazy(m->j, &op, purge_done, NULL);
+    journal_submit(m->j, &op, purge_done, NULL);
 }
 
 void mserv_after_apply(struct metad *m, const struct fs_result *res)
