@@ -10,7 +10,7 @@ BENCH=${DFS_BENCH_BIN:-build/bench/bench_metad}
 MEMFILES=${1:-1000000}
 DIR=$(mktemp -d "${BENCH_DIR:-$PWD/build}/bench-metad.XXXXXX")
 PORT=$((20000 + RANDOM % 20000)); RPORT=$((PORT + 1))
-"$BIN/metad" -f -o data_dir="$DIR/data" -o listen=127.0.0.1:$PORT \
+"$BIN/metad" -f -o data_dir="$DIR/data" -o listen=127.0.0.1:$PORT -o http_listen= \
     -o raft_listen=127.0.0.1:$RPORT -o log_level=warning >"$DIR/metad.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT

@@ -501,12 +501,14 @@ static void inode_free(struct fs *fs, struct inode *n, struct fs_result *res)
 }
 
 /* A link to n went away: free it or keep it as an orphan for open handles.
- * Regular files become orphans (the leader purges them right away when no
- * client has them open); everything else is freed at once. */
-static void inode_unlinked(struct fs *fs, struct inode *n, struct fs_result *res)
+ * Regular files become orphans (the leader purges them when no client has
+ * them open), unless the op says `purge` = n (the leader saw no open handle
+ * when it submitted the op); everything else is freed at once. */
+static void inode_unlinked(struct fs *fs, struct inode *n, struct fs_result *res,
+                           uint64_t purge)
 {
     if (n->nlink > 0) return;
-    if (is_reg(n)) {
+    if (is_reg(n) && n->ino != purge) {
         n->flags |= IF_ORPHAN;
         orphan_add(fs, n->ino);
         if (res) res->orphan = n->ino;
@@ -634,6 +636,19 @@ static int op_mknod(struct fs *fs, const struct fs_op *op, struct fs_result *res
     }
     dir_insert(DIR_OF(p), op->name, op->namelen, n->ino, 0);
     touch_dir(p, op->now);
+    if (op->type == FS_OP_CREATE && (op->xflags & FS_XF_ALLOC)) {
+        /* The first chunk comes with the file (saves the GRANT of a small
+         * file); the leader chose its chain before submitting. */
+        struct fchunks *fc = xcalloc(1, sizeof(*fc));
+        fc->ids = xmalloc(sizeof(*fc->ids));
+        fc->n = 1;
+        fc->ids[0] = fs->next_chunk++;
+        n->ext = fc;
+        fs->nchunks++;
+        if (fs->cm) chunks_chunk_add(fs->cm, fc->ids[0], 1, n->ino, 0);
+        res->val = fc->ids[0];
+        res->version = 1;
+    }
     fill_attr(fs, n, &res->attr);
     return DFS_OK;
 }
@@ -716,7 +731,7 @@ static int op_unlink(struct fs *fs, const struct fs_op *op, struct fs_result *re
         n->nlink--;
         n->ctime = op->now;
     }
-    inode_unlinked(fs, n, res);
+    inode_unlinked(fs, n, res, (op->xflags & FS_XF_PURGE) ? op->ino : 0);
     return DFS_OK;
 }
 
@@ -817,7 +832,7 @@ static int op_rename(struct fs *fs, const struct fs_op *op, struct fs_result *re
             dn->nlink--;
             dn->ctime = op->now;
         }
-        inode_unlinked(fs, dn, res);
+        inode_unlinked(fs, dn, res, (op->xflags & FS_XF_PURGE) ? op->ino : 0);
     } else {
         dir_insert(DIR_OF(dp), op->name2, op->name2len, sn->ino, 0);
     }
@@ -1140,6 +1155,25 @@ static int op_chunk_new(struct fs *fs, const struct fs_op *op, struct fs_result 
     return DFS_OK;
 }
 
+/* Drop the chunks of a file that lie wholly beyond its end (the leader
+ * sends this for chunks handed out with a CREATE that were never written). */
+static int op_trim(struct fs *fs, const struct fs_op *op, struct fs_result *res)
+{
+    struct inode *n = iget(fs, op->ino);
+    if (!n) return DFS_ENOENT;
+    if (!is_reg(n)) return DFS_EINVAL;
+    struct fchunks *fc = n->ext;
+    if (!fc) return DFS_OK;
+    const struct dfs_layout *l = layout_of(fs, n);
+    for (uint64_t i = 0; i < fc->n; i++)
+        if (fc->ids[i] && fs_chunk_length(l, i, n->size) == 0) {
+            chunk_drop(fs, fc->ids[i], res);
+            fc->ids[i] = 0;
+        }
+    while (fc->n && fc->ids[fc->n - 1] == 0) fc->n--;
+    return DFS_OK;
+}
+
 static int op_chunk_version(struct fs *fs, const struct fs_op *op, struct fs_result *res)
 {
     if (fs->cm) {
@@ -1317,6 +1351,7 @@ void fs_apply(struct fs *fs, const struct fs_op *op, struct fs_result *res)
         break;
     case FS_OP_SESSION_EXPIRE: sess_del(fs, op->id); st = DFS_OK; break;
     case FS_OP_NOOP: st = DFS_OK; break;
+    case FS_OP_TRIM: st = op_trim(fs, op, res); break;
     default: st = DFS_EINVAL; break;
     }
     res->status = st;
@@ -1653,7 +1688,7 @@ size_t fs_op_encode(const struct fs_op *op, void *out)
     p = put32(p, op->cred.gid);
     p = put64(p, op->cred.session);
     p = put64(p, op->cred.seq);
-    p = put32(p, 0);
+    p = put32(p, op->xflags); /* was reserved (0): old entries decode as no flags */
     p = put32(p, 0);
     p = put64(p, (uint64_t)op->now);
     p = put64(p, op->ino);
@@ -1703,7 +1738,7 @@ size_t fs_op_decode(struct fs_op *op, const void *buf, size_t len)
     op->cred.gid = rb_u32(&r);
     op->cred.session = rb_u64(&r);
     op->cred.seq = rb_u64(&r);
-    rb_u32(&r);
+    op->xflags = rb_u32(&r);
     rb_u32(&r);
     op->now = (int64_t)rb_u64(&r);
     op->ino = rb_u64(&r);

@@ -53,8 +53,17 @@ enum fs_optype {
     FS_OP_SERVER_NEW = 23,      /* allocate a server id */
     FS_OP_SESSION_EXPIRE = 24,  /* id = session: forget its reply cache */
     FS_OP_NOOP = 25,
+    FS_OP_TRIM = 26,            /* ino: drop the chunks wholly beyond its end (never written) */
     FS_OP_COUNT
 };
+
+/* fs_op.xflags: decided by the leader at submit time, so every replica
+ * applies the same thing. */
+#define FS_XF_PURGE 1u /* UNLINK / RENAME over a file: if this drops the nlink of
+                        * inode `ino` to 0, free it at once (the leader saw no
+                        * open handle) instead of keeping an orphan */
+#define FS_XF_ALLOC 2u /* CREATE of a new regular file: allocate chunk 0 at
+                        * version 1 (res->val = its id) */
 
 struct fs_cred {
     uint64_t session, seq; /* seq 0: not deduplicated */
@@ -71,6 +80,7 @@ struct fs_op {
     int64_t now; /* ns since the epoch, decided by the leader */
     uint64_t ino, parent, newparent, size, id, index;
     uint32_t mode, rdev, flags, valid, uid, gid, goal, version;
+    uint32_t xflags; /* FS_XF_* */
     int64_t atime, mtime;
     const char *name;  /* name / xattr name */
     uint32_t namelen;
@@ -92,8 +102,9 @@ struct fs_chunkop {
 struct fs_result {
     int status;            /* DFS_OK or DFS_E* */
     struct dfs_attr attr;  /* ops answering with attributes */
-    uint64_t val;          /* SETGOAL count, CHUNK_NEW chunk id, SERVER_NEW id */
-    uint32_t version;      /* CHUNK_NEW / CHUNK_VERSION */
+    uint64_t val;          /* SETGOAL count, CHUNK_NEW chunk id, SERVER_NEW id,
+                            * CREATE with FS_XF_ALLOC: chunk 0's id (0 = none) */
+    uint32_t version;      /* CHUNK_NEW / CHUNK_VERSION / CREATE with a chunk */
     int cached;            /* answered from the reply cache */
     uint64_t orphan;       /* an inode whose last link went away (0 = none) */
     struct fs_chunkop *cops; /* malloc'ed; fs_result_free() */

@@ -2,6 +2,7 @@
 #include "journal.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <raft/uv.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,14 @@ struct journal {
     bool ready, barrier_pending, closing;
     struct raft_barrier barrier;
     uint64_t ops, entries;
+    /* Snapshot pacing: libraft keeps every entry since the last snapshot in
+     * memory, and group commit makes entries large, so a fixed entry count
+     * is no bound on memory.  Once the log bytes since the last snapshot pass
+     * half the last snapshot's size (at least 32 MiB), the threshold is
+     * lowered so raft snapshots at its next check. */
+    uint64_t log_bytes, log_entries, snap_bytes;
+    unsigned threshold;
+    unsigned trim_ticks; /* >0: a snapshot freed log memory; return it to the OS soon */
     void (*close_done)(void *arg);
     void *close_arg;
     char leader_buf[128];
@@ -138,7 +147,15 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
         fs_result_free(&res);
         off += 4 + pad4(l);
     }
-    if (st->j) st->j->ops += cnt;
+    if (st->j) {
+        struct journal *j = st->j;
+        j->ops += cnt;
+        j->log_bytes += buf->len;
+        j->log_entries++;
+        uint64_t budget = DFS_MAX(32ull << 20, j->snap_bytes / 2);
+        if (j->log_bytes > budget && j->log_entries < j->threshold)
+            raft_set_snapshot_threshold(&j->raft, (unsigned)DFS_MAX(j->log_entries, 2));
+    }
     return 0;
 }
 
@@ -162,13 +179,21 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     arr[0].len = len;
     *bufs = arr;
     *n = 1;
-    log_info("journal: snapshot of %zu bytes", len);
+    if (st->j) {
+        log_info("journal: snapshot of %zu bytes after %llu entries (%llu bytes) of log", len,
+                 (unsigned long long)st->j->log_entries, (unsigned long long)st->j->log_bytes);
+        st->j->snap_bytes = len;
+        st->j->log_bytes = 0;
+        st->j->log_entries = 0;
+        raft_set_snapshot_threshold(&st->j->raft, st->j->threshold);
+    }
     return 0;
 }
 
 static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
 {
-    (void)fsm;
+    struct fsm_state *st = fsm->data;
+    if (st->j) st->j->trim_ticks = 5; /* raft truncates its log right after this */
     if (*bufs) {
         for (unsigned i = 0; i < *n; i++) raft_free((*bufs)[i].base);
         raft_free(*bufs);
@@ -349,6 +374,8 @@ static void timer_cb(uv_timer_t *t)
 {
     struct journal *j = t->data;
     if (j->closing) return;
+    if (j->trim_ticks && --j->trim_ticks == 0)
+        malloc_trim(0); /* the log entries freed by the snapshot are mostly large blocks */
     bool leader = raft_state(&j->raft) == RAFT_LEADER;
     if (leader && !j->ready && !j->barrier_pending) {
         /* A new leader may only serve once every entry of earlier terms is
@@ -480,8 +507,8 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
         snprintf(err, errlen, "raft bootstrap in %s: %s", j->dir, raft_errmsg(&j->raft));
         goto err_raft;
     }
-    raft_set_snapshot_threshold(&j->raft,
-                                opts->snapshot_threshold ? opts->snapshot_threshold : 100000);
+    j->threshold = opts->snapshot_threshold ? opts->snapshot_threshold : 100000;
+    raft_set_snapshot_threshold(&j->raft, j->threshold);
     raft_set_snapshot_trailing(&j->raft, 1024);
     raft_set_election_timeout(&j->raft, 1000);
     raft_set_heartbeat_timeout(&j->raft, 100);

@@ -119,16 +119,21 @@ static int port_free(const char *host, int port, char *err, size_t errlen)
     return 0;
 }
 
+/* The configuration lives as long as the process (and stays reachable, so an
+ * early exit is not reported as a leak by LeakSanitizer). */
+static struct cfg *c;
+static char **over;
+
 int main(int argc, char **argv)
 {
     const char *conf = NULL;
     int foreground = 0, opt;
     char err[512];
     log_init("metad");
-    struct cfg *c = cfg_new(keys);
+    c = cfg_new(keys);
     if (!c) return 1;
     /* -o may repeat: apply after the file, so collect them first */
-    char **over = calloc((size_t)argc + 1, sizeof(*over));
+    over = calloc((size_t)argc + 1, sizeof(*over));
     int nover = 0;
     while ((opt = getopt(argc, argv, "c:fo:h")) != -1) {
         switch (opt) {
@@ -160,6 +165,7 @@ int main(int argc, char **argv)
         }
     }
     free(over);
+    over = NULL;
     int lvl = log_level_parse(cfg_str(c, "log_level"));
     if (lvl < 0) {
         fprintf(stderr, "metad: log_level: unknown level \"%s\"\n", cfg_str(c, "log_level"));

@@ -94,6 +94,26 @@ static void of_free(struct oftab *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* Leader soft state: inodes with an op submitted but not yet applied that
+ * changes what an op by inode number may do (counts, key = ino).
+ *  purging:  an UNLINK/RENAME with FS_XF_PURGE will free the inode: an OPEN
+ *            or GRANT meanwhile answers ENOENT (the unlink was ordered first;
+ *            letting it open would hand out an inode that is about to vanish).
+ *  trimming: a TRIM drops the file's never-written chunks: a GRANT waits
+ *            until it is applied (it would otherwise lease a doomed chunk). */
+static struct oftab purging, trimming;
+/* Directories with a CREATE in flight (key = parent ino): a CREATE without
+ * O_EXCL opens whatever file the name binds when it is applied, which the
+ * leader cannot know at submit time, so no purging unlink there meanwhile. */
+static struct oftab creating;
+
+static void pend_add(struct oftab *t, uint64_t ino) { of_set(t, ino, of_get(t, ino) + 1); }
+static void pend_del(struct oftab *t, uint64_t ino)
+{
+    uint64_t v = of_get(t, ino);
+    of_set(t, ino, v ? v - 1 : 0);
+}
+
 /* A client session as the leader sees it (soft state). */
 struct msess {
     uint64_t id;
@@ -188,6 +208,9 @@ struct wctx {
     uint64_t session, ino, index;
     uint32_t flags, bad_server;
     uint64_t chunk;
+    uint64_t purge; /* UNLINK/RENAME: inode in `purging` until applied */
+    int waited;     /* GRANT: already waited for a pending TRIM */
+    uint64_t cparent; /* CREATE: parent in `creating` until applied */
     uint32_t newv;
     unsigned nsrv, pending;
     uint32_t srv[DFS_MAX_GOAL + 1];
@@ -210,6 +233,8 @@ static void submit(struct metad *m, struct wctx *w, struct fs_op *op)
     op->now = dfs_now_ns();
     int st = journal_submit(m->j, op, op_done, w);
     if (st != DFS_OK) {
+        if (w->purge) pend_del(&purging, w->purge);
+        if (w->cparent) pend_del(&creating, w->cparent);
         rpc_reply_status(w->req, (uint32_t)st);
         free(w);
     }
@@ -442,6 +467,45 @@ static void new_chunk_done(void *arg, int status, struct fs_result *res)
     grant_reply(w, c);
 }
 
+static void grant_start(struct wctx *w);
+
+/* A NOOP ordered after a pending TRIM was applied: grant now. */
+static void grant_waited(void *arg, int status, struct fs_result *res)
+{
+    (void)res;
+    struct wctx *w = arg;
+    if (status != DFS_OK) return grant_fail(w, status);
+    w->waited = 1;
+    grant_start(w);
+}
+
+static void grant_start(struct wctx *w)
+{
+    struct metad *m = metad_g;
+    if (!w->waited && of_get(&trimming, w->ino)) {
+        struct fs_op op;
+        memset(&op, 0, sizeof(op));
+        op.type = FS_OP_NOOP;
+        op.now = dfs_now_ns();
+        if (journal_submit(m->j, &op, grant_waited, w) != DFS_OK) grant_fail(w, DFS_ENOTLEADER);
+        return;
+    }
+    uint32_t goal = 1;
+    int st = fs_file_info(m->fs, w->ino, NULL, NULL, &goal, NULL);
+    if (st != DFS_OK) return grant_fail(w, st); /* gone while we waited */
+    uint64_t id = fs_file_chunk(m->fs, w->ino, w->index);
+    if (id) return grant_existing(w, id);
+    w->nsrv = chunks_place(m->cm, goal ? goal : 1, NULL, 0, w->srv);
+    if (!w->nsrv) return grant_fail(w, chunks_place_fail_status(m->cm));
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_CHUNK_NEW;
+    op.ino = w->ino;
+    op.index = w->index;
+    op.now = dfs_now_ns();
+    if (journal_submit(m->j, &op, new_chunk_done, w) != DFS_OK) grant_fail(w, DFS_ENOTLEADER);
+}
+
 static void h_grant(struct rpc_req *req)
 {
     struct metad *m = metad_g;
@@ -451,34 +515,59 @@ static void h_grant(struct rpc_req *req)
     to_fs_cred(&g->cred, &cred);
     touch_session(m, cred.session);
     int st = fs_may_write_file(m->fs, &cred, g->ino);
+    if (st == DFS_OK && of_get(&purging, g->ino)) st = DFS_ENOENT;
     if (st) return (void)rpc_reply_status(req, (uint32_t)st);
-    uint32_t goal;
-    fs_file_info(m->fs, g->ino, NULL, NULL, &goal, NULL);
     struct wctx *w = wctx_new(req, DFS_OP_GRANT);
     w->session = cred.session;
     w->ino = g->ino;
     w->index = g->index;
     w->bad_server = g->bad_server;
-    uint64_t id = fs_file_chunk(m->fs, g->ino, g->index);
-    if (id) return grant_existing(w, id);
-    w->nsrv = chunks_place(m->cm, goal ? goal : 1, NULL, 0, w->srv);
-    if (!w->nsrv) return grant_fail(w, chunks_place_fail_status(m->cm));
-    struct fs_op op;
-    memset(&op, 0, sizeof(op));
-    op.type = FS_OP_CHUNK_NEW;
-    op.ino = g->ino;
-    op.index = g->index;
-    op.now = dfs_now_ns();
-    if (journal_submit(m->j, &op, new_chunk_done, w) != DFS_OK) grant_fail(w, DFS_ENOTLEADER);
+    grant_start(w);
 }
 
 /* ------------------------------------------------------------------------ */
 /* write ops through the journal */
 
+/* CREATE allocated chunk 0 (`id`): its chain is the one placed before
+ * submitting, and the creator gets the write lease, exactly as a GRANT of a
+ * new chunk would (new_chunk_done); the reply lists it with the lease. */
+static void create_chunk(struct metad *m, struct wctx *w, uint64_t id,
+                         struct dfs_msg_attr_resp *r)
+{
+    struct cm_chunk *c = chunks_get(m->cm, id);
+    if (!c) return;
+    for (unsigned i = 0; i < w->nsrv; i++) chunks_replica_set(m->cm, c, w->srv[i], 1, DFS_RS_OK);
+    int renewed;
+    if (chunks_lease(m->cm, c, w->session, &renewed) != DFS_OK) return;
+    struct dfs_chunk *ch = codec_frame_alloc(&w->req->f, sizeof(*ch));
+    struct dfs_replica *reps = codec_frame_alloc(&w->req->f, (c->nrep + 1u) * sizeof(*reps));
+    if (!ch || !reps) return;
+    memset(ch, 0, sizeof(*ch));
+    ch->index = 0;
+    ch->chunk_id = c->id;
+    ch->version = c->version;
+    ch->length = c->length;
+    ch->lease_ms = chunks_lease_left(m->cm, c);
+    unsigned n = 0;
+    for (unsigned i = 0; i < c->nrep; i++) {
+        if (c->reps[i].version != c->version || !chunks_replica_live(m->cm, &c->reps[i]))
+            continue;
+        chunks_fill_replica(m->cm, c->reps[i].server_id, DFS_RS_OK, &reps[n++]);
+    }
+    if (!n) return; /* the client asks with GRANT (which repairs the chain) */
+    ch->replicas = reps;
+    ch->replicas_count = n;
+    r->chunks = ch;
+    r->chunks_count = 1;
+    r->chunks_known = 1;
+}
+
 static void op_done(void *arg, int status, struct fs_result *res)
 {
     struct wctx *w = arg;
     struct metad *m = metad_g;
+    if (w->purge) pend_del(&purging, w->purge);
+    if (w->cparent) pend_del(&creating, w->cparent);
     if (status != DFS_OK) {
         rpc_reply_status(w->req, (uint32_t)status);
         free(w);
@@ -496,6 +585,7 @@ static void op_done(void *arg, int status, struct fs_result *res)
             r.attr = res->attr;
             if (fs_file_info(m->fs, res->attr.ino, &r.layout, NULL, NULL, NULL) != DFS_OK)
                 memset(&r.layout, 0, sizeof(r.layout));
+            if (!res->cached && res->val) create_chunk(m, w, res->val, &r);
             rpc_reply(w->req, &r, NULL, NULL);
         } else {
             reply_attr(w->req, res->status, &res->attr);
@@ -573,6 +663,22 @@ static void h_mknod(struct rpc_req *req)
     op.mode = b->mode;
     op.rdev = b->rdev;
     op.flags = (b->flags & O_EXCL) ? 0200 : 0;
+    if (t == FS_OP_CREATE) {
+        w->cparent = b->parent;
+        pend_add(&creating, b->parent);
+    }
+    if (t == FS_OP_CREATE && (b->flags & DFS_CREATE_ALLOC)) {
+        /* Chunk 0 with the file: place its chain now, the op carries the
+         * decision (apply allocates the id); no servers: no chunk. */
+        struct metad *m = metad_g;
+        struct dfs_attr pa, ea;
+        if (fs_getattr(m->fs, b->parent, &pa) == DFS_OK && S_ISDIR(pa.mode) &&
+            fs_lookup(m->fs, &op.cred, b->parent, b->name.ptr ? b->name.ptr : "", &ea) ==
+                DFS_ENOENT) {
+            w->nsrv = chunks_place(m->cm, pa.goal ? pa.goal : 1, NULL, 0, w->srv);
+            if (w->nsrv) op.xflags |= FS_XF_ALLOC;
+        }
+    }
     submit(metad_g, w, &op);
 }
 
@@ -603,6 +709,28 @@ static void h_link(struct rpc_req *req)
     submit(metad_g, w, &op);
 }
 
+/* UNLINK or RENAME over `name` in `parent`: if it removes the last link of
+ * a regular file that nobody has open, the op itself frees the inode
+ * (FS_XF_PURGE, one log entry instead of the op plus a PURGE).  The
+ * decision is made now, from the open table as of submitting, and is
+ * recorded in the op; until it is applied the inode is in `purging`, so an
+ * OPEN or GRANT in between cannot take a handle on it.  The op names the
+ * inode: if earlier ops still in flight bind the name to another inode by
+ * the time it is applied, that one becomes an orphan as before. */
+static void mark_purge(struct metad *m, struct wctx *w, struct fs_op *op, uint64_t parent,
+                       const char *name)
+{
+    struct dfs_attr a;
+    if (fs_lookup(m->fs, &op->cred, parent, name ? name : "", &a) != DFS_OK) return;
+    if (!S_ISREG(a.mode) || a.nlink != 1 || of_get(m->opens, a.ino) ||
+        of_get(&creating, parent))
+        return;
+    op->ino = a.ino;
+    op->xflags |= FS_XF_PURGE;
+    w->purge = a.ino;
+    pend_add(&purging, a.ino);
+}
+
 static void h_unlink(struct rpc_req *req)
 {
     const struct dfs_msg_name_req *b = req->f.body;
@@ -612,6 +740,7 @@ static void h_unlink(struct rpc_req *req)
     op.parent = b->parent;
     op.name = b->name.ptr;
     op.namelen = b->name.len;
+    if (op.type == FS_OP_UNLINK) mark_purge(metad_g, w, &op, b->parent, op.name);
     submit(metad_g, w, &op);
 }
 
@@ -628,6 +757,8 @@ static void h_rename(struct rpc_req *req)
     op.name2 = b->newname.ptr;
     op.name2len = b->newname.len;
     op.flags = b->flags;
+    if (!(b->flags & (DFS_RENAME_EXCHANGE | DFS_RENAME_NOREPLACE)))
+        mark_purge(metad_g, w, &op, b->newparent, op.name2);
     submit(metad_g, w, &op);
 }
 
@@ -776,6 +907,7 @@ static void h_open(struct rpc_req *req)
     if (b->flags & O_TRUNC) mask |= 2;
     struct dfs_attr a;
     int st = fs_getattr(m->fs, b->ino, &a);
+    if (st == DFS_OK && of_get(&purging, b->ino)) st = DFS_ENOENT; /* unlink ordered first */
     if (st == DFS_OK && S_ISDIR(a.mode) && (mask & 2)) st = DFS_EISDIR;
     if (st == DFS_OK) st = fs_access(m->fs, &c, b->ino, mask);
     if (st == DFS_OK && !S_ISDIR(a.mode)) open_add(m, c.session, b->ino);
@@ -804,6 +936,39 @@ static void h_open(struct rpc_req *req)
     rpc_reply(req, &r, NULL, NULL);
 }
 
+static void trim_done(void *arg, int status, struct fs_result *res)
+{
+    uint64_t ino = (uint64_t)(uintptr_t)arg;
+    pend_del(&trimming, ino);
+    if (status == DFS_OK) mserv_after_apply(metad_g, res);
+}
+
+/* The last handle of a file closed: an empty file still holding chunks
+ * (chunk 0 handed out with its CREATE and never written) gives them back,
+ * so empty files (touch, tar) do not keep chunks that exist nowhere.  Only
+ * when no chunk is leased or being bumped; a GRANT meanwhile waits for the
+ * TRIM (grant_start). */
+static void trim_if_unwritten(struct metad *m, uint64_t ino)
+{
+    uint64_t size = 0, n = 0;
+    struct dfs_attr a;
+    if (!journal_ready(m->j) || of_get(&trimming, ino)) return;
+    if (fs_getattr(m->fs, ino, &a) != DFS_OK || !S_ISREG(a.mode) || a.nlink == 0) return;
+    if (fs_file_info(m->fs, ino, NULL, &size, NULL, &n) != DFS_OK || size != 0 || n == 0) return;
+    for (uint64_t i = 0; i < n; i++) {
+        struct cm_chunk *c = chunks_get(m->cm, fs_file_chunk(m->fs, ino, i));
+        if (c && (c->busy || c->length || chunks_lease_left(m->cm, c))) return;
+    }
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_TRIM;
+    op.ino = ino;
+    op.now = dfs_now_ns();
+    pend_add(&trimming, ino);
+    if (journal_submit(m->j, &op, trim_done, (void *)(uintptr_t)ino) != DFS_OK)
+        pend_del(&trimming, ino);
+}
+
 static void h_release(struct rpc_req *req)
 {
     struct metad *m = metad_g;
@@ -822,6 +987,7 @@ static void h_release(struct rpc_req *req)
                 if (c && !c->busy) chunks_lease_release(m->cm, c, b->cred.session);
             }
     }
+    if (of_get(m->opens, b->ino) == 0) trim_if_unwritten(m, b->ino);
     rpc_reply_status(req, DFS_OK);
 }
 

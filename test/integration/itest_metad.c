@@ -35,7 +35,7 @@ static pid_t start_metad(void)
     snprintf(dd, sizeof(dd), "data_dir=%s/data", tmp);
     snprintf(l, sizeof(l), "listen=127.0.0.1:%d", port);
     snprintf(r, sizeof(r), "raft_listen=127.0.0.1:%d", rport);
-    char *argv[] = {bin, "-f", "-o", dd, "-o", l, "-o", r, "-o", "log_level=notice", NULL};
+    char *argv[] = {bin, "-f", "-o", dd, "-o", l, "-o", r, "-o", "log_level=notice", "-o", "http_listen=", NULL};
     pid_t p = testlib_spawn(argv, logpath);
     ck_assert_int_gt(p, 0);
     return p;

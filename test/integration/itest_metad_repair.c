@@ -41,7 +41,7 @@ static void start_metad(void)
                     "-o", "server_timeout_ms=1500", "-o", "repair_start_delay_ms=1000",
                     "-o", "repair_tick_ms=100", "-o", "min_free=0",
                     /* rebalancing is unit-tested; here it would race with the reads */
-                    "-o", "rebalance_pct=0", NULL};
+                    "-o", "rebalance_pct=0", "-o", "http_listen=", NULL};
     mpid = testlib_spawn(argv, lg);
     ck_assert_int_gt(mpid, 0);
 }
