@@ -296,7 +296,17 @@ int main(int argc, char **argv)
 
     /* libfuse arguments: our fsname/subtype plus the pass-through options. */
     char base[600];
-    snprintf(base, sizeof(base), "fsname=%s,subtype=dfsmount", meta);
+    /* fsname is the metad list, which has commas: libfuse splits options on
+     * commas unless they are escaped with a backslash. */
+    char fsname[512];
+    size_t fl = 0;
+    for (const char *p = meta; *p && fl + 2 < sizeof(fsname); p++) {
+        if (*p == ',' || *p == '\\')
+            fsname[fl++] = '\\';
+        fsname[fl++] = *p;
+    }
+    fsname[fl] = '\0';
+    snprintf(base, sizeof(base), "fsname=%s,subtype=dfsmount", fsname);
     char *fopts = NULL;
     if (asprintf(&fopts, "%s%s%s", base, o.fuse_len ? "," : "",
                  o.fuse_opts ? o.fuse_opts : "") < 0)
