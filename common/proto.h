@@ -196,6 +196,10 @@ enum dfs_dir_state {
 
 /* OPEN flags beyond the POSIX access mode. */
 #define DFS_OF_WRITE (1u << 30)
+/* CREATE (mknod `flags`): also allocate chunk 0 and answer it in `chunks`
+ * with a write lease (lease_ms), so a small file needs no GRANT.  metad
+ * that cannot place a chain answers without chunks (the client GRANTs). */
+#define DFS_CREATE_ALLOC (1u << 29)
 
 /* Message field tables.
  *

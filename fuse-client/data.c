@@ -367,8 +367,10 @@ static void chunk_fill(struct dfsc *c, struct dchunk *dc, const struct dfs_chunk
 {
     dc->known = true;
     dc->exists = true;
-    if (dc->chunk_id != ch->chunk_id)
+    if (dc->chunk_id != ch->chunk_id) {
         dc->unsynced = false;
+        dc->fresh = false;
+    }
     dc->chunk_id = ch->chunk_id;
     dc->version = ch->version;
     dc->nrep = 0;
@@ -458,6 +460,25 @@ void data_seed_chunks(struct dfsc *c, struct dnode *n, const struct dfs_layout *
     if (known > 0 && n->layout.stripe_unit == l->stripe_unit &&
         n->layout.stripe_count == l->stripe_count && n->layout.chunk_size == l->chunk_size)
         chunks_listed(c, n, 0, known, chs, nch);
+}
+
+void data_seed_created(struct dfsc *c, struct dnode *n, const struct dfs_layout *l,
+                       const struct dfs_chunk *chs, uint32_t nch, uint32_t known)
+{
+    data_seed_chunks(c, n, l, chs, nch, known);
+    if (!n->have_layout || known == 0)
+        return;
+    uint64_t now = dfs_mono_ms();
+    for (uint32_t i = 0; i < nch; i++) {
+        if (chs[i].lease_ms == 0 || chs[i].index >= known || chs[i].index >= n->nchunks)
+            continue;
+        struct dchunk *dc = &n->chunks[chs[i].index];
+        if (!dc->known || dc->chunk_id != chs[i].chunk_id || dc->nrep == 0)
+            continue;
+        /* Our write lease, exactly as a GRANT answer would give it. */
+        dc->grant_until_ms = now + chs[i].lease_ms;
+        dc->fresh = chs[i].length == 0;
+    }
 }
 
 int data_ensure_layout(struct dfsc *c, struct dnode *n)
@@ -589,6 +610,7 @@ static void wreq_submit(struct dfsc *c, struct dflight *f, struct wreq *r, struc
     r->version = dc->version;
     r->first_srv = dc->rep_id[0];
     r->srv = dc->rep[0];
+    dc->fresh = false; /* (a failed write is reported; reads then ask the chain) */
     struct rpc_conn *conn = srv_conn(c, dc->rep[0]);
     r->res.status = DFS_ECONN;
     r->res.reply = NULL;
@@ -943,8 +965,51 @@ int data_flush(struct dfsc *c, struct dnode *n)
     return st;
 }
 
+/* A chunk handed out with CREATE exists only in metad until written.
+ * Before a size that covers it is committed (other clients may then read
+ * it), create it empty on its chain with a zero-length write, so a reader
+ * finds it (a short read is zeros) instead of ENOCHUNK on every replica. */
+static int materialize_fresh(struct dfsc *c, struct dnode *n)
+{
+    static char empty[1];
+    for (size_t i = 0; i < n->nchunks; i++) {
+        if (!n->chunks[i].fresh)
+            continue;
+        struct dchunk *dc = NULL;
+        struct wreq r;
+        memset(&r, 0, sizeof(r));
+        r.index = i;
+        r.buf = empty;
+        int st = get_grant(c, n, i, 0, &dc);
+        uint32_t bad = 0;
+        if (st == DFS_OK) {
+            struct dflight one;
+            memset(&one, 0, sizeof(one));
+            rpc_batch_init(&one.b);
+            wreq_submit(c, &one, &r, dc);
+            rpc_batch_wait(&one.b);
+            rpc_batch_destroy(&one.b);
+            st = wres_status(&r.res, r.first_srv, &bad);
+            rpc_frame_release(r.res.reply);
+            r.res.reply = NULL;
+        }
+        if (st != DFS_OK)
+            st = wreq_retry(c, n, &r, st, bad);
+        if (st != DFS_OK)
+            return st;
+        n->chunks[i].fresh = false;
+        n->chunks[i].unsynced = true;
+    }
+    return DFS_OK;
+}
+
 static int do_commit(struct dfsc *c, struct dnode *n, uint32_t flags)
 {
+    if (n->size > 0) {
+        int mst = materialize_fresh(c, n);
+        if (mst != DFS_OK)
+            return mst;
+    }
     struct dfs_msg_commit rq;
     memset(&rq, 0, sizeof(rq));
     data_metad_cred(&rq.cred);
@@ -1253,11 +1318,12 @@ static int win_start(struct dfsc *c, struct dnode *n, struct dwindow *w)
             w->seg[q].dst = p[q].src;
         }
         struct dchunk *dc = &n->chunks[p[i].index];
-        if (!dc->exists || dc->nrep == 0) {
-            /* A hole (or a chunk with no copy at all: reads fail below). */
+        if (!dc->exists || dc->nrep == 0 || dc->fresh) {
+            /* A hole (or a chunk with no copy at all: reads fail below; or
+             * one we were handed with CREATE and have not written). */
             for (size_t q = i; q < j; q++)
                 memset(p[q].src, 0, p[q].len);
-            if (dc->exists && w->status == DFS_OK)
+            if (dc->exists && !dc->fresh && w->status == DFS_OK)
                 w->status = DFS_EIO;
             i = j;
             continue;

@@ -41,6 +41,8 @@ struct dchunk {
     bool known;           /* location fetched (else ask CHUNKS) */
     bool exists;          /* false: a hole */
     bool unsynced;        /* written since the last fsync */
+    bool fresh;           /* handed out with our CREATE, not written yet: it
+                           * exists only in metad, so it reads as a hole */
     uint64_t chunk_id;
     uint32_t version;
     uint32_t nrep;
@@ -96,6 +98,7 @@ struct dfsc {
     struct mclient *mc;
     uint64_t session;
     uint32_t timeout_ms;         /* bound for every operation */
+    bool create_alloc; /* -o prealloc: CREATE hands out chunk 0 */
     uint32_t chunk_timeout_ms;   /* one chunkd call attempt */
     double attr_timeout, entry_timeout;
     uint32_t ra_max;             /* largest read-ahead window, bytes */
@@ -168,6 +171,12 @@ int data_ensure_layout(struct dfsc *c, struct dnode *n);
  * is not a valid layout (an older metad). */
 void data_seed_chunks(struct dfsc *c, struct dnode *n, const struct dfs_layout *l,
                       const struct dfs_chunk *chs, uint32_t nch, uint32_t known);
+/* The same for a CREATE reply: chunks listed with lease_ms were allocated
+ * with the file and leased to us (as by GRANT); they are `fresh` (read as
+ * holes) until written, and created empty on their chain before a size that
+ * covers them is committed. */
+void data_seed_created(struct dfsc *c, struct dnode *n, const struct dfs_layout *l,
+                       const struct dfs_chunk *chs, uint32_t nch, uint32_t known);
 /* Extend the file to at least size (fallocate mode 0). */
 int data_extend(struct dfsc *c, struct dnode *n, uint64_t size);
 

@@ -885,6 +885,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     rq.name.len = (uint32_t)strlen(name);
     rq.mode = (mode & 07777) | S_IFREG;
     rq.flags = open_flags(fi->flags) | (uint32_t)(fi->flags & (O_CREAT | O_EXCL));
+    /* With -o prealloc, a file created for writing gets chunk 0 with the
+     * CREATE reply (no GRANT before the first write of a small file).  Off by
+     * default: it measured no faster here, and a creator that dies before
+     * writing leaves an allocated chunk with no copy behind. */
+    if (CL(req)->create_alloc && (fi->flags & O_ACCMODE) != O_RDONLY)
+        rq.flags |= DFS_CREATE_ALLOC;
     fresh_note_name(parent, name);
     ns_change(parent);
     struct dfs_frame *rep = NULL;
@@ -894,17 +900,18 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         reply_status(req, st);
         return;
     }
-    struct dfs_attr a = ((struct dfs_msg_attr_resp *)rep->body)->attr;
-    struct dfs_layout lay = ((struct dfs_msg_attr_resp *)rep->body)->layout;
-    rpc_frame_release(rep);
+    const struct dfs_msg_attr_resp *ar = rep->body;
+    struct dfs_attr a = ar->attr;
     uint32_t oflags = open_flags(fi->flags);
     struct dnode *n = dnode_get(c, a.ino);
     if (n) {
-        /* metad sent the layout with the reply: no CHUNKS before writing. */
+        /* metad sent the layout with the reply: no CHUNKS before writing;
+         * and maybe chunk 0 with a write lease: no GRANT either. */
         pthread_mutex_lock(&n->mu);
-        data_seed_chunks(c, n, &lay, NULL, 0, 0);
+        data_seed_created(c, n, &ar->layout, ar->chunks, ar->chunks_count, ar->chunks_known);
         pthread_mutex_unlock(&n->mu);
     }
+    rpc_frame_release(rep);
     struct dfh *fh = n ? open_setup(c, n, &a, oflags, true, fi, NULL) : NULL;
     if (fh == NULL) {
         meta_release(c, a.ino, oflags);
@@ -991,6 +998,18 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         if (st != DFS_OK)
             log_warn("inode %llu: data lost at close: %s", (unsigned long long)ino,
                      dfs_strerror(st));
+    }
+    /* Our last handle: metad ends our leases with this RELEASE (and may
+     * then drop chunks of an empty file), so forget them before it can act
+     * on it, not after: a handle opened meanwhile must GRANT afresh. */
+    pthread_mutex_lock(&c->itab_mu);
+    bool last = n->nopen <= 1;
+    pthread_mutex_unlock(&c->itab_mu);
+    if (last) {
+        pthread_mutex_lock(&n->mu);
+        for (size_t i = 0; i < n->nchunks; i++)
+            n->chunks[i].grant_until_ms = 0;
+        pthread_mutex_unlock(&n->mu);
     }
     meta_release(c, ino, fh->flags);
     dnode_open_drop(c, n, fh->writer);

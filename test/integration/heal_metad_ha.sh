@@ -18,7 +18,7 @@ start_m() {
     MPID[$1]=$!
 }
 stop_all_m() { for i in 1 2 3; do [ -n "${MPID[$i]:-}" ] && { kill -TERM "${MPID[$i]}" 2>/dev/null; wait_pid_exit "${MPID[$i]}" 10; }; done; }
-trap 'stop_all_m; dfs_cleanup' EXIT
+trap 'dfs_umount; stop_all_m; dfs_cleanup' EXIT
 for i in 1 2 3; do start_m $i; done
 for i in 1 2 3; do wait_until 20 port_open "${MPORT[$i]}" || fail "metad $i did not start"; done
 dfsctl() { "$BIN/dfsctl" -m "$ALL" "$@"; }

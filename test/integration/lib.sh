@@ -172,6 +172,10 @@ dfs_umount() {
     fi
     wait_pid_exit "$MOUNT_PID" 20
     MOUNT_PID=
+    # A dfsmount killed at the deadline leaves a dead mount behind: detach it.
+    if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
+        fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
+    fi
 }
 
 dfs_cleanup() {

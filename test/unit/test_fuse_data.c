@@ -433,6 +433,62 @@ START_TEST(test_all_dead_is_bounded)
 }
 END_TEST
 
+/* chunk 0 as metad hands it out with a CREATE: allocated, chain chosen,
+ * leased to us, nothing on the servers yet. */
+static void seed_created(void)
+{
+    static struct dfs_chunk ch;
+    static struct dfs_replica reps[NSRV];
+    CH[0].exists = 1;
+    CH[0].version = 1;
+    CH[0].nrep = 2;
+    CH[0].rep[0] = 0;
+    CH[0].rep[1] = 1;
+    fill_chunk(&ch, reps, 0);
+    ch.length = 0;
+    pthread_mutex_lock(&N->mu);
+    data_seed_created(&C, N, &LAYOUT, &ch, 1, 1);
+    ck_assert(N->chunks[0].fresh);
+    ck_assert_uint_gt(N->chunks[0].grant_until_ms, 0);
+    pthread_mutex_unlock(&N->mu);
+}
+
+START_TEST(test_create_chunk_no_grant)
+{
+    seed_created();
+    do_write(0, 4096, 31);
+    commit();
+    ck_assert_int_eq(grants, 0); /* the CREATE's chunk and lease were used */
+    ck_assert_ptr_nonnull(S[0].data[0]);
+    ck_assert_ptr_nonnull(S[1].data[0]);
+    ck_assert(!N->chunks[0].fresh);
+    data_invalidate(&C, N);
+    check_read(0, 4096);
+}
+END_TEST
+
+START_TEST(test_create_chunk_sparse)
+{
+    seed_created();
+    /* Only chunk 1 is written (stripe 1): chunk 0 stays fresh, reads as a
+     * hole, and is created empty before the size is committed. */
+    do_write(65536, 4096, 32);
+    pthread_mutex_lock(&N->mu);
+    ck_assert_int_eq(data_flush(&C, N), DFS_OK);
+    pthread_mutex_unlock(&N->mu);
+    ck_assert(N->chunks[0].fresh);
+    ck_assert_ptr_null(S[0].data[0]);
+    commit();
+    ck_assert_int_eq(grants, 1); /* chunk 1 only */
+    ck_assert(!N->chunks[0].fresh);
+    ck_assert_ptr_nonnull(S[0].data[0]); /* exists, empty */
+    ck_assert_ptr_nonnull(S[1].data[0]);
+    ck_assert_uint_eq(S[0].len[0], 0);
+    data_invalidate(&C, N);
+    check_read(0, 65536 + 4096);
+}
+END_TEST
+
 TEST_SUITE(fuse_data)
 {
     Suite *s = suite_create("fuse_data");
@@ -444,6 +500,8 @@ TEST_SUITE(fuse_data)
     tcase_add_test(tc, test_read_failover);
     tcase_add_test(tc, test_write_failover);
     tcase_add_test(tc, test_all_dead_is_bounded);
+    tcase_add_test(tc, test_create_chunk_no_grant);
+    tcase_add_test(tc, test_create_chunk_sparse);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -610,6 +610,251 @@ START_TEST(test_op_encoding)
 }
 END_TEST
 
+/* ----- one-entry unlink (FS_XF_PURGE), chunk 0 with CREATE (FS_XF_ALLOC), TRIM ----- */
+
+static uint64_t cm_now(void *arg)
+{
+    (void)arg;
+    return 1000;
+}
+static uint64_t cm_rand(void *arg)
+{
+    static uint64_t x = 88172645463325252ull;
+    (void)arg;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
+static struct chunks *cm_fs(void)
+{
+    struct chunks_opts o = {0};
+    struct chunks_clock c = {cm_now, cm_rand, NULL};
+    struct chunks *cm = chunks_new(&o, &c);
+    fs_free(fs);
+    fs = fs_new(cm);
+    return cm;
+}
+
+/* CREATE "name" in parent with chunk 0 (FS_XF_ALLOC); returns the ino, *chunk = its id. */
+static uint64_t create_alloc(struct chunks *cm, uint64_t parent, const char *name,
+                             uint64_t *chunk)
+{
+    struct fs_op op = mkop(FS_OP_CREATE, 0);
+    op.parent = parent;
+    op.name = name;
+    op.namelen = (uint32_t)strlen(name);
+    op.mode = 0644;
+    op.xflags = FS_XF_ALLOC;
+    struct fs_result r;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &op, &r);
+    ck_assert_int_eq(r.status, DFS_OK);
+    ck_assert_uint_ne(r.val, 0);
+    ck_assert_uint_eq(r.version, 1);
+    fs_result_free(&r);
+    ck_assert_uint_eq(fs_file_chunk(fs, r.attr.ino, 0), r.val);
+    struct cm_chunk *c = chunks_get(cm, r.val);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->version, 1);
+    ck_assert_uint_eq(c->ino, r.attr.ino);
+    ck_assert_uint_eq(c->index, 0);
+    /* the leader's chain (soft state, as after a GRANT) */
+    chunks_replica_set(cm, c, 1, 1, DFS_RS_OK);
+    chunks_replica_set(cm, c, 2, 1, DFS_RS_OK);
+    *chunk = r.val;
+    return r.attr.ino;
+}
+
+START_TEST(test_unlink_purge_flag)
+{
+    struct chunks *cm = cm_fs();
+    uint64_t ca, cb, cc;
+    uint64_t a = create_alloc(cm, 1, "a", &ca);
+    uint64_t b = create_alloc(cm, 1, "b", &cb);
+    uint64_t c = create_alloc(cm, 1, "c", &cc);
+    ck_assert_uint_ne(ca, cb);
+    ck_assert_uint_eq(chunks_gc_pending(cm), 0);
+    uint64_t o[4];
+
+    /* With the flag: freed by the UNLINK itself, chunk replicas to GC. */
+    struct fs_op u = mkop(FS_OP_UNLINK, 0);
+    u.parent = 1;
+    u.name = "a";
+    u.namelen = 1;
+    u.ino = a;
+    u.xflags = FS_XF_PURGE;
+    struct fs_result r;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &u, &r);
+    ck_assert_int_eq(r.status, DFS_OK);
+    ck_assert_uint_eq(r.orphan, 0);
+    ck_assert_uint_eq(r.ncops, 1);
+    ck_assert_uint_eq(r.cops[0].kind, FS_COP_DELETE);
+    ck_assert_uint_eq(r.cops[0].chunk_id, ca);
+    fs_result_free(&r);
+    ck_assert_int_eq(fs_getattr(fs, a, &(struct dfs_attr){0}), DFS_ENOENT);
+    ck_assert_ptr_null(chunks_get(cm, ca));
+    ck_assert_uint_eq(chunks_gc_pending(cm), 2);
+    ck_assert_uint_eq(fs_orphans(fs, o, 4), 0);
+
+    /* Without it: an orphan, chunks kept (the old path: PURGE later). */
+    u = mkop(FS_OP_UNLINK, 0);
+    u.parent = 1;
+    u.name = "b";
+    u.namelen = 1;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &u, &r);
+    ck_assert_int_eq(r.status, DFS_OK);
+    ck_assert_uint_eq(r.orphan, b);
+    ck_assert_uint_eq(r.ncops, 0);
+    fs_result_free(&r);
+    ck_assert_int_eq(fs_getattr(fs, b, &(struct dfs_attr){0}), DFS_OK);
+    ck_assert_ptr_nonnull(chunks_get(cm, cb));
+    ck_assert_uint_eq(fs_orphans(fs, o, 4), 1);
+    ck_assert_uint_eq(chunks_gc_pending(cm), 2);
+
+    /* The flag names another inode than the name binds when applied: no purge. */
+    uint64_t h;
+    struct fs_op l = mkop(FS_OP_LINK, 0);
+    l.ino = c;
+    l.newparent = 1;
+    l.name = "c2";
+    l.namelen = 2;
+    ck_assert_int_eq(run(&l, NULL), DFS_OK);
+    u = mkop(FS_OP_UNLINK, 0);
+    u.parent = 1;
+    u.name = "c";
+    u.namelen = 1;
+    u.ino = c;
+    u.xflags = FS_XF_PURGE; /* nlink 2 -> 1: the flag does nothing */
+    ck_assert_int_eq(run(&u, NULL), DFS_OK);
+    ck_assert_uint_eq(nlink_of(c), 1);
+    ck_assert_ptr_nonnull(chunks_get(cm, cc));
+    mk(FS_OP_CREATE, 0, 1, "x", 0644, &h);
+    u = mkop(FS_OP_UNLINK, 0);
+    u.parent = 1;
+    u.name = "c2";
+    u.namelen = 2;
+    u.ino = h; /* another inode: c becomes an orphan */
+    u.xflags = FS_XF_PURGE;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &u, &r);
+    ck_assert_uint_eq(r.orphan, c);
+    fs_result_free(&r);
+    ck_assert_uint_eq(fs_orphans(fs, o, 4), 2);
+    ck_assert_int_eq(fs_getattr(fs, h, &(struct dfs_attr){0}), DFS_OK);
+
+    /* RENAME over a file with the flag: the replaced file is freed. */
+    uint64_t cd, ce;
+    uint64_t d = create_alloc(cm, 1, "d", &cd);
+    uint64_t e = create_alloc(cm, 1, "e", &ce);
+    struct fs_op rn = mkop(FS_OP_RENAME, 0);
+    rn.parent = 1;
+    rn.name = "d";
+    rn.namelen = 1;
+    rn.newparent = 1;
+    rn.name2 = "e";
+    rn.name2len = 1;
+    rn.ino = e;
+    rn.xflags = FS_XF_PURGE;
+    ck_assert_int_eq(run(&rn, NULL), DFS_OK);
+    ck_assert_int_eq(fs_getattr(fs, e, &(struct dfs_attr){0}), DFS_ENOENT);
+    ck_assert_ptr_null(chunks_get(cm, ce));
+    ck_assert_uint_eq(look(1, "e"), d);
+    ck_assert_ptr_nonnull(chunks_get(cm, cd));
+    ck_assert_uint_eq(fs_orphans(fs, o, 4), 2);
+    ck_assert_uint_eq(chunks_gc_pending(cm), 4);
+
+    /* Followers replaying the same ops reach the same state. */
+    struct fs_stats st;
+    fs_stats(fs, &st);
+    ck_assert_uint_eq(st.orphans, 2);
+    fs_free(fs);
+    fs = fs_new(NULL);
+    chunks_free(cm);
+}
+END_TEST
+
+START_TEST(test_create_alloc_trim)
+{
+    struct chunks *cm = cm_fs();
+    uint64_t c0;
+    uint64_t f = create_alloc(cm, 1, "f", &c0);
+    struct fs_stats st;
+    fs_stats(fs, &st);
+    ck_assert_uint_eq(st.chunks, 1);
+    uint64_t n = 0;
+    ck_assert_int_eq(fs_file_info(fs, f, NULL, NULL, NULL, &n), DFS_OK);
+    ck_assert_uint_eq(n, 1);
+    /* A GRANT of index 0 now finds the chunk (CHUNK_NEW answers EEXIST). */
+    struct fs_op cn = mkop(FS_OP_CHUNK_NEW, 0);
+    cn.ino = f;
+    cn.index = 0;
+    struct fs_result r;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &cn, &r);
+    ck_assert_int_eq(r.status, DFS_EEXIST);
+    ck_assert_uint_eq(r.val, c0);
+    /* CREATE (no O_EXCL) of the existing name with the flag allocates nothing. */
+    struct fs_op op = mkop(FS_OP_CREATE, 0);
+    op.parent = 1;
+    op.name = "f";
+    op.namelen = 1;
+    op.mode = 0644;
+    op.xflags = FS_XF_ALLOC;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &op, &r);
+    ck_assert_int_eq(r.status, DFS_OK);
+    ck_assert_uint_eq(r.attr.ino, f);
+    ck_assert_uint_eq(r.val, 0);
+    /* The op survives the log encoding with its flags. */
+    size_t len = fs_op_encoded_size(&op);
+    char *buf = malloc(len);
+    fs_op_encode(&op, buf);
+    struct fs_op d;
+    ck_assert_uint_eq(fs_op_decode(&d, buf, len), len);
+    ck_assert_uint_eq(d.xflags, FS_XF_ALLOC);
+    free(buf);
+    /* Ids stay deterministic: a snapshot round trip keeps chunk 0. */
+    size_t sl;
+    void *snap = fs_snapshot(fs, &sl);
+    ck_assert_ptr_nonnull(snap);
+    struct fs *f2 = fs_new(NULL);
+    ck_assert_int_eq(fs_restore(f2, snap, sl), DFS_OK);
+    ck_assert_uint_eq(fs_file_chunk(f2, f, 0), c0);
+    fs_free(f2);
+    free(snap);
+    /* TRIM of a written file keeps its chunk; of an empty one drops it. */
+    struct fs_op cm2 = mkop(FS_OP_COMMIT, 0);
+    cm2.ino = f;
+    cm2.size = 4096;
+    ck_assert_int_eq(run(&cm2, NULL), DFS_OK);
+    struct fs_op t = mkop(FS_OP_TRIM, 0);
+    t.ino = f;
+    ck_assert_int_eq(run(&t, NULL), DFS_OK);
+    ck_assert_uint_eq(fs_file_chunk(fs, f, 0), c0);
+    uint64_t c1;
+    uint64_t g = create_alloc(cm, 1, "g", &c1);
+    t.ino = g;
+    memset(&r, 0, sizeof(r));
+    fs_apply(fs, &t, &r);
+    ck_assert_int_eq(r.status, DFS_OK);
+    ck_assert_uint_eq(r.ncops, 1);
+    ck_assert_uint_eq(r.cops[0].chunk_id, c1);
+    fs_result_free(&r);
+    ck_assert_uint_eq(fs_file_chunk(fs, g, 0), 0);
+    ck_assert_ptr_null(chunks_get(cm, c1));
+    ck_assert_uint_eq(chunks_gc_pending(cm), 2);
+    ck_assert_int_eq(fs_file_info(fs, g, NULL, NULL, NULL, &n), DFS_OK);
+    ck_assert_uint_eq(n, 0);
+    fs_free(fs);
+    fs = fs_new(NULL);
+    chunks_free(cm);
+}
+END_TEST
+
 TEST_SUITE(metad_fs)
 {
     Suite *s = suite_create("metad_fs");
@@ -626,6 +871,8 @@ TEST_SUITE(metad_fs)
     tcase_add_test(tc, test_xattrs_goal);
     tcase_add_test(tc, test_snapshot_roundtrip);
     tcase_add_test(tc, test_op_encoding);
+    tcase_add_test(tc, test_unlink_purge_flag);
+    tcase_add_test(tc, test_create_alloc_trim);
     suite_add_tcase(s, tc);
     return s;
 }
