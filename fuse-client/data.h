@@ -99,6 +99,7 @@ struct dfsc {
     uint64_t session;
     uint32_t timeout_ms;         /* bound for every operation */
     bool create_alloc; /* -o prealloc: CREATE hands out chunk 0 */
+    bool fresh_dirs;   /* -o fresh_dirs: local ENOENT in dirs this mount just made */
     uint32_t chunk_timeout_ms;   /* one chunkd call attempt */
     double attr_timeout, entry_timeout;
     uint32_t ra_max;             /* largest read-ahead window, bytes */

@@ -97,7 +97,10 @@ static struct fresh *fresh_find(uint64_t ino, uint64_t now)
 /* ino was made empty by this mount; t0 = monotonic time before MKDIR. */
 static void fresh_add_dir(struct dfsc *c, uint64_t ino, uint64_t t0)
 {
-    uint64_t ms = (uint64_t)(c->entry_timeout * 1000.0);
+    /* Off by default: a name another client adds to such a directory would
+     * stay invisible here for up to entry_timeout, which breaks close-to-open
+     * consistency between clients. */
+    uint64_t ms = c->fresh_dirs ? (uint64_t)(c->entry_timeout * 1000.0) : 0;
     if (ms == 0)
         return;
     pthread_mutex_lock(&fresh_mu);

@@ -25,6 +25,8 @@ static const struct cfg_key conf_keys[] = {
     {"readahead", CFG_SIZE, "8M", 0, 64u << 20, "largest read-ahead window per file"},
     {"write_buffer", CFG_SIZE, "16M", 1u << 20, 256u << 20, "buffered bytes per file"},
     {"prealloc", CFG_BOOL, "no", 0, 0, "ask CREATE to allocate chunk 0 (saves a GRANT per new file)"},
+    {"fresh_dirs", CFG_BOOL, "no", 0, 0,
+     "answer lookups in directories this mount just created locally (breaks close-to-open for other clients' new names for entry_timeout)"},
     {"log_level", CFG_STR, "info", 0, 0, "err, warning, notice, info, debug, trace"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
@@ -282,6 +284,7 @@ int main(int argc, char **argv)
     static struct dfsc client;
     client.timeout_ms = (uint32_t)cfg_u64(cfg, "timeout") * 1000u;
     client.create_alloc = cfg_bool(cfg, "prealloc");
+    client.fresh_dirs = cfg_bool(cfg, "fresh_dirs");
     client.attr_timeout = (double)cfg_u64(cfg, "attr_timeout") / 1000.0;
     client.entry_timeout = (double)cfg_u64(cfg, "entry_timeout") / 1000.0;
     client.ra_max = (uint32_t)cfg_u64(cfg, "readahead");
