@@ -384,6 +384,19 @@ static void reply_status(fuse_req_t req, int st)
     fuse_reply_err(req, fsops_errno(st));
 }
 
+/* One metad call for a FUSE op: returns the reply (the caller releases it),
+ * or NULL after answering the request with the error. */
+static struct dfs_frame *meta_or_reply(fuse_req_t req, unsigned op, void *body)
+{
+    struct dfs_frame *rep = NULL;
+    int st = meta(req, op, body, &rep);
+    if (st != DFS_OK) {
+        reply_status(req, st);
+        return NULL;
+    }
+    return rep;
+}
+
 /* ----- namespace ----- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -719,12 +732,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
     memset(&rq, 0, sizeof(rq));
     req_cred(req, &rq.cred, &rc);
     rq.ino = ino;
-    struct dfs_frame *rep = NULL;
-    int st = meta(req, DFS_OP_READLINK, &rq, &rep);
-    if (st != DFS_OK) {
-        reply_status(req, st);
+    struct dfs_frame *rep = meta_or_reply(req, DFS_OP_READLINK, &rq);
+    if (rep == NULL)
         return;
-    }
     const struct dfs_msg_readlink_resp *r = rep->body;
     fuse_reply_readlink(req, r->target.ptr ? r->target.ptr : "");
     rpc_frame_release(rep);
@@ -851,12 +861,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, EROFS);
         return;
     }
-    struct dfs_frame *rep = NULL;
-    int st = meta(req, DFS_OP_OPEN, &rq, &rep);
-    if (st != DFS_OK) {
-        reply_status(req, st);
+    struct dfs_frame *rep = meta_or_reply(req, DFS_OP_OPEN, &rq);
+    if (rep == NULL)
         return;
-    }
     struct dfs_attr a = ((struct dfs_msg_attr_resp *)rep->body)->attr;
     struct dnode *n = dnode_get(c, ino);
     struct dfh *fh = n ? open_setup(c, n, &a, rq.flags, false, fi, rep->body) : NULL;
@@ -1312,12 +1319,9 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     memset(&rq, 0, sizeof(rq));
     req_cred(req, &rq.cred, &rc);
     rq.ino = ino;
-    struct dfs_frame *rep = NULL;
-    int st = meta(req, DFS_OP_STATFS, &rq, &rep);
-    if (st != DFS_OK) {
-        reply_status(req, st);
+    struct dfs_frame *rep = meta_or_reply(req, DFS_OP_STATFS, &rq);
+    if (rep == NULL)
         return;
-    }
     const struct dfs_msg_statfs_resp *r = rep->body;
     struct statvfs sv;
     memset(&sv, 0, sizeof(sv));
@@ -1388,12 +1392,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     rq.ino = ino;
     rq.name.ptr = name;
     rq.name.len = (uint32_t)strlen(name);
-    struct dfs_frame *rep = NULL;
-    int st = meta(req, DFS_OP_GETXATTR, &rq, &rep);
-    if (st != DFS_OK) {
-        reply_status(req, st);
+    struct dfs_frame *rep = meta_or_reply(req, DFS_OP_GETXATTR, &rq);
+    if (rep == NULL)
         return;
-    }
     reply_xattr_value(req, &((struct dfs_msg_bin_resp *)rep->body)->value, size);
     rpc_frame_release(rep);
 }
@@ -1405,12 +1406,9 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     memset(&rq, 0, sizeof(rq));
     req_cred(req, &rq.cred, &rc);
     rq.ino = ino;
-    struct dfs_frame *rep = NULL;
-    int st = meta(req, DFS_OP_LISTXATTR, &rq, &rep);
-    if (st != DFS_OK) {
-        reply_status(req, st);
+    struct dfs_frame *rep = meta_or_reply(req, DFS_OP_LISTXATTR, &rq);
+    if (rep == NULL)
         return;
-    }
     reply_xattr_value(req, &((struct dfs_msg_bin_resp *)rep->body)->value, size);
     rpc_frame_release(rep);
 }
