@@ -191,8 +191,9 @@ enum dfs_dir_state {
 #define DFS_WF_SYNC (1u << 1)   /* fdatasync before replying */
 
 /* COMMIT flags. */
-#define DFS_CF_SYNC (1u << 0)    /* fsync barrier: reply once committed in the log */
+#define DFS_CF_SYNC (1u << 0)    /* fsync barrier: reply once the log is on disk */
 #define DFS_CF_RELEASE (1u << 1) /* the writer is done: release its leases */
+#define DFS_CF_NOCHANGE (1u << 2) /* size and mtime unchanged: only the barrier */
 
 /* OPEN flags beyond the POSIX access mode. */
 #define DFS_OF_WRITE (1u << 30)

@@ -1148,9 +1148,25 @@ int data_fsync(struct dfsc *c, struct dnode *n)
             sleep_ms(100);
         }
     }
-    if (!n->dirty_meta)
-        return DFS_OK;
-    return do_commit(c, n, DFS_CF_SYNC);
+    /* Even with nothing to commit, earlier changes (this file's size from
+     * another handle, its creation) may still be in metad's unflushed log. */
+    return n->dirty_meta ? do_commit(c, n, DFS_CF_SYNC) : data_meta_barrier(c, n->ino);
+}
+
+int data_meta_barrier(struct dfsc *c, uint64_t ino)
+{
+    struct dfs_msg_commit rq;
+    memset(&rq, 0, sizeof(rq));
+    data_metad_cred(&rq.cred);
+    rq.ino = ino;
+    rq.flags = DFS_CF_SYNC | DFS_CF_NOCHANGE;
+    struct dfs_frame *rep = NULL;
+    int st = mclient_call(c->mc, DFS_OP_COMMIT, &rq, &rep);
+    if (st != DFS_OK)
+        return st;
+    st = (int)rep->status;
+    rpc_frame_release(rep);
+    return st;
 }
 
 /* ----- reads ----- */

@@ -184,4 +184,9 @@ int data_extend(struct dfsc *c, struct dnode *n, uint64_t size);
 /* Fill the cred of a request from the calling context. */
 void data_cred(struct dfs_cred *cr, uint32_t uid, uint32_t gid, uint64_t *groups, uint32_t ngroups);
 
+/* fsync barrier for an inode with nothing to commit (a clean file, a
+ * directory): returns once metad's log holding every earlier change is on
+ * disk. */
+int data_meta_barrier(struct dfsc *c, uint64_t ino);
+
 #endif /* DFS_FUSE_DATA_H */

@@ -1308,8 +1308,9 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    /* Namespace changes are committed by metad before it answers. */
-    fuse_reply_err(req, 0);
+    /* Namespace changes are applied before metad answers, but reach its disk
+     * in batches: wait for the flush. */
+    reply_status(req, data_meta_barrier(CL(req), ino));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

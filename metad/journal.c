@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rlog.h"
 #include "util.h"
 
 #define ENTRY_MAGIC 0x3142544e45534644ull /* "DFSENTB1" */
@@ -42,7 +43,8 @@ struct journal {
     struct journal_opts o;
     char *dir, *addr;
     struct raft raft;
-    struct raft_io io;
+    struct raft_io io;  /* rlog: our log storage ... */
+    struct raft_io net; /* ... over libraft's uv io for the network side */
     struct raft_uv_transport transport;
     struct raft_fsm fsm;
     struct fsm_state fst;
@@ -404,6 +406,12 @@ const char *journal_leader(struct journal *j, uint64_t *id)
 
 uint64_t journal_applied(struct journal *j) { return raft_last_applied(&j->raft); }
 
+int journal_sync(struct journal *j, void (*cb)(void *arg, int status), void *arg)
+{
+    if (j->closing) return DFS_ENOTLEADER;
+    return rlog_sync(&j->io, cb, arg) == 0 ? DFS_OK : DFS_EIO;
+}
+
 void journal_stats(struct journal *j, uint64_t *ops, uint64_t *entries)
 {
     *ops = j->ops;
@@ -482,9 +490,28 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
         snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
         goto err_free;
     }
-    rv = raft_uv_init(&j->io, loop, j->dir, &j->transport);
+    /* libraft's uv io only carries messages; its own files (metadata,
+     * probes) stay in a subdirectory and hold nothing we need. */
+    char netdir[4200];
+    snprintf(netdir, sizeof(netdir), "%s/net", j->dir);
+    if (mkdir(netdir, 0750) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", netdir, strerror(errno));
+        goto err_transport;
+    }
+    rv = raft_uv_init(&j->net, loop, netdir, &j->transport);
     if (rv) {
-        snprintf(err, errlen, "raft log in %s: %s", j->dir, j->io.errmsg);
+        snprintf(err, errlen, "raft network in %s: %s", netdir, j->net.errmsg);
+        goto err_transport;
+    }
+    struct rlog_opts ro = {
+        .dir = j->dir,
+        .sync_mode = opts->sync_mode,
+        .sync_ms = opts->sync_ms,
+    };
+    rv = rlog_init(&j->io, &j->net, loop, &ro);
+    if (rv) {
+        snprintf(err, errlen, "raft log: %s", j->io.errmsg);
+        raft_uv_close(&j->net);
         goto err_transport;
     }
     journal_fsm_init(&j->fsm, fs);
@@ -533,7 +560,8 @@ err_raft:
     free(j->addr);
     return NULL;
 err_io:
-    raft_uv_close(&j->io);
+    rlog_free(&j->io);
+    raft_uv_close(&j->net);
 err_transport:
     raft_uv_tcp_close(&j->transport);
 err_free:
@@ -546,7 +574,8 @@ err_free:
 static void on_raft_closed(struct raft *r)
 {
     struct journal *j = r->data;
-    raft_uv_close(&j->io);
+    rlog_free(&j->io);
+    raft_uv_close(&j->net);
     raft_uv_tcp_close(&j->transport);
     /* libraft 0.15 can crash if the process goes on after close: the owner
      * exits from here. */

@@ -40,6 +40,8 @@ struct journal_opts {
     const char *raft_addr;   /* our raft "host:port" */
     const char *peers;       /* "ID@HOST:PORT,..." (may include us; empty = 1 voter) */
     unsigned snapshot_threshold; /* entries between snapshots (100000) */
+    int sync_mode;               /* RLOG_SYNC_ALWAYS or RLOG_SYNC_BATCH (rlog.h) */
+    unsigned sync_ms;            /* BATCH: flush at most this long after a write */
     /* called once leadership is usable (after the barrier) or lost */
     void (*on_leader)(void *arg, bool leader);
     void *arg;
@@ -53,6 +55,11 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
 /* Queue an op (copied, with its strings).  cb runs exactly once, later.
  * Returns DFS_OK, or DFS_ENOTLEADER without running cb. */
 int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg);
+
+/* cb(arg, 0) once every entry proposed so far is flushed to this node's
+ * disk (whatever the sync mode), or cb(arg, RAFT_IOERR).  Returns DFS_OK, or
+ * an error without running cb. */
+int journal_sync(struct journal *j, void (*cb)(void *arg, int status), void *arg);
 
 /* Leader with the barrier done: may serve reads and writes. */
 bool journal_ready(struct journal *j);

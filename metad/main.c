@@ -17,6 +17,7 @@
 #include "journal.h"
 #include "log.h"
 #include "mserv.h"
+#include "rlog.h"
 #include "util.h"
 
 /* Every key with its default; packaging/metad.conf lists the same. */
@@ -33,6 +34,10 @@ static const struct cfg_key keys[] = {
      "idle client session: its open handles are released"},
     {"reply_cache_idle_s", CFG_U64, "3600", 10, 86400 * 30,
      "reply cache of a session idle this long is dropped"},
+    {"raft_sync", CFG_STR, "batch", 0, 0,
+     "batch: acknowledge once the raft log is written, flush within raft_sync_ms and on "
+     "every fsync; always: flush before acknowledging any change"},
+    {"raft_sync_ms", CFG_U64, "50", 1, 10000, "batch mode: longest time a log write waits for its flush"},
     {"snapshot_threshold", CFG_U64, "100000", 64, 100000000, "log entries between snapshots"},
     {"min_free", CFG_SIZE, "1G", 0, 0, "a chunkd with less free space is full"},
     {"chunkd_timeout_ms", CFG_U64, "5000", 100, 600000, "deadline of metad -> chunkd calls"},
@@ -260,12 +265,25 @@ int main(int argc, char **argv)
         .scan_per_tick = (uint32_t)cfg_u64(c, "repair_scan_per_tick"),
     };
 
+    int sync_mode;
+    const char *rs = cfg_str(c, "raft_sync");
+    if (!strcmp(rs, "batch")) {
+        sync_mode = RLOG_SYNC_BATCH;
+    } else if (!strcmp(rs, "always")) {
+        sync_mode = RLOG_SYNC_ALWAYS;
+    } else {
+        log_err("raft_sync: \"%s\" is neither \"batch\" nor \"always\"", rs);
+        if (!foreground) fprintf(stderr, "metad: raft_sync: \"%s\" is neither \"batch\" nor \"always\"\n", rs);
+        return 1;
+    }
     struct journal_opts jo = {
         .dir = data_dir,
         .node_id = cfg_u64(c, "node_id"),
         .raft_addr = raft_addr,
         .peers = cfg_str(c, "peers"),
         .snapshot_threshold = (unsigned)cfg_u64(c, "snapshot_threshold"),
+        .sync_mode = sync_mode,
+        .sync_ms = (unsigned)cfg_u64(c, "raft_sync_ms"),
         .on_leader = mserv_on_leader,
         .arg = &M,
     };

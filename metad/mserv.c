@@ -562,6 +562,9 @@ static void create_chunk(struct metad *m, struct wctx *w, uint64_t id,
     r->chunks_known = 1;
 }
 
+static void reply_attr_synced(struct metad *m, struct rpc_req *req, int st,
+                              const struct dfs_attr *a);
+
 static void op_done(void *arg, int status, struct fs_result *res)
 {
     struct wctx *w = arg;
@@ -600,7 +603,10 @@ static void op_done(void *arg, int status, struct fs_result *res)
                 if (c) chunks_lease_release(m->cm, c, w->session);
             }
         }
-        reply_attr(w->req, res->status, &res->attr);
+        if (res->status == DFS_OK && (w->flags & DFS_CF_SYNC))
+            reply_attr_synced(m, w->req, res->status, &res->attr);
+        else
+            reply_attr(w->req, res->status, &res->attr);
         break;
     case DFS_OP_SETATTR:
     case DFS_OP_MKNOD:
@@ -820,9 +826,49 @@ static void h_setgoal(struct rpc_req *req)
     submit(metad_g, w, &op);
 }
 
+/* DFS_CF_SYNC: the reply waits until the log holding the change (and every
+ * change before it) is flushed to disk, whatever the log's sync mode. */
+struct synced_reply {
+    struct rpc_req *req;
+    int status;
+    struct dfs_attr attr;
+};
+
+static void synced_cb(void *arg, int status)
+{
+    struct synced_reply *s = arg;
+    if (status != 0) log_err("fsync barrier: the raft log could not be flushed");
+    reply_attr(s->req, status == 0 ? s->status : DFS_EIO, &s->attr);
+    free(s);
+}
+
+static void reply_attr_synced(struct metad *m, struct rpc_req *req, int st, const struct dfs_attr *a)
+{
+    struct synced_reply *s = malloc(sizeof(*s));
+    if (!s) abort();
+    s->req = req;
+    s->status = st;
+    s->attr = *a;
+    if (journal_sync(m->j, synced_cb, s) != DFS_OK) {
+        reply_attr(req, DFS_EIO, a);
+        free(s);
+    }
+}
+
 static void h_commit(struct rpc_req *req)
 {
     const struct dfs_msg_commit *b = req->f.body;
+    if (b->flags & DFS_CF_NOCHANGE) {
+        /* fsync of a clean file or of a directory: nothing to change, only
+         * wait for the log to be on disk */
+        struct metad *m = metad_g;
+        if (not_ready(m, req)) return;
+        struct dfs_attr a;
+        int st = fs_getattr(m->fs, b->ino, &a);
+        if (st != DFS_OK || !(b->flags & DFS_CF_SYNC)) reply_attr(req, st, &a);
+        else reply_attr_synced(m, req, st, &a);
+        return;
+    }
     struct fs_op op;
     struct wctx *w = begin(req, &op, FS_OP_COMMIT);
     if (!w) return;
@@ -832,8 +878,6 @@ static void h_commit(struct rpc_req *req)
     op.flags = b->flags;
     w->ino = b->ino;
     w->flags = b->flags;
-    /* Every reply waits for the log commit (fsync'd), so DFS_CF_SYNC needs
-     * nothing extra. */
     submit(metad_g, w, &op);
 }
 
