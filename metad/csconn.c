@@ -25,6 +25,7 @@ static void attach(struct cm_server *s, struct rpc_conn *c)
 
 struct regctx {
     struct rpc_req *req;
+    uint32_t id;
 };
 
 static void do_register(struct metad *m, struct rpc_req *req, uint32_t id)
@@ -39,15 +40,29 @@ static void do_register(struct metad *m, struct rpc_req *req, uint32_t id)
     rpc_reply(req, &r, NULL, NULL);
 }
 
+/* The chunkd stores its id for good: answer only once the allocation is on
+ * disk, so a power loss of metad can never hand the same id out again. */
+static void newid_synced(void *arg, int status)
+{
+    struct regctx *x = arg;
+    if (status != 0) rpc_reply_status(x->req, DFS_EIO);
+    else do_register(metad_g, x->req, x->id);
+    free(x);
+}
+
 static void newid_done(void *arg, int status, struct fs_result *res)
 {
     struct regctx *x = arg;
     if (status != DFS_OK || res->status != DFS_OK) {
         rpc_reply_status(x->req, (uint32_t)(status != DFS_OK ? status : res->status));
-    } else {
-        do_register(metad_g, x->req, (uint32_t)res->val);
+        free(x);
+        return;
     }
-    free(x);
+    x->id = (uint32_t)res->val;
+    if (journal_sync(metad_g->j, newid_synced, x) != DFS_OK) {
+        rpc_reply_status(x->req, DFS_ENOTLEADER);
+        free(x);
+    }
 }
 
 void csconn_register(struct rpc_req *req)

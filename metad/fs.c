@@ -1351,6 +1351,11 @@ void fs_apply(struct fs *fs, const struct fs_op *op, struct fs_result *res)
         break;
     case FS_OP_SESSION_EXPIRE: sess_del(fs, op->id); st = DFS_OK; break;
     case FS_OP_NOOP: st = DFS_OK; break;
+    case FS_OP_EPOCH:
+        fs->next_ino += FS_EPOCH_GAP;
+        fs->next_chunk += FS_EPOCH_GAP;
+        st = DFS_OK;
+        break;
     case FS_OP_TRIM: st = op_trim(fs, op, res); break;
     default: st = DFS_EINVAL; break;
     }

@@ -28,6 +28,12 @@ struct fs;
 #define FS_MAX_GROUPS 64u     /* supplementary groups kept per request */
 #define FS_REPLY_CACHE 64u    /* replies remembered per client session */
 #define FS_MAX_LINK 65000u    /* largest nlink */
+/* Ids a new leader skips (FS_OP_EPOCH): with raft_sync=batch a power loss can
+ * forget the last few ms of allocations, and ids a client or chunkd already
+ * used must never be handed out again.  The skip is flushed before the
+ * leader serves, so ids allocated after it are always above the last ids a
+ * lost tail could have held. */
+#define FS_EPOCH_GAP (1ull << 24)
 
 enum fs_optype {
     FS_OP_NONE = 0,
@@ -54,6 +60,7 @@ enum fs_optype {
     FS_OP_SESSION_EXPIRE = 24,  /* id = session: forget its reply cache */
     FS_OP_NOOP = 25,
     FS_OP_TRIM = 26,            /* ino: drop the chunks wholly beyond its end (never written) */
+    FS_OP_EPOCH = 27,           /* new leader: skip FS_EPOCH_GAP inode and chunk ids */
     FS_OP_COUNT
 };
 

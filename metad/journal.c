@@ -59,6 +59,7 @@ struct journal {
     struct batch *batches; /* in flight, oldest first (list head) */
     struct batch *btail;
     bool ready, barrier_pending, closing;
+    bool starting; /* leader: barrier done, FS_OP_EPOCH not yet on disk */
     struct raft_barrier barrier;
     uint64_t ops, entries;
     /* Snapshot pacing: libraft keeps every entry since the last snapshot in
@@ -273,7 +274,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 static void flush(struct journal *j)
 {
     if (!j->qn) return;
-    if (!j->ready || j->closing) {
+    if ((!j->ready && !j->starting) || j->closing) {
         fail_queue(j, DFS_ENOTLEADER);
         return;
     }
@@ -325,9 +326,8 @@ static void check_cb(uv_check_t *h)
     flush(h->data);
 }
 
-int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg)
+static int enqueue(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg)
 {
-    if (!j->ready || j->closing) return DFS_ENOTLEADER;
     size_t l = fs_op_encoded_size(op);
     size_t need = j->qlen + 4 + pad4(l);
     if (need > j->qcap) {
@@ -358,18 +358,50 @@ int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb
     return DFS_OK;
 }
 
+int journal_submit(struct journal *j, const struct fs_op *op, journal_done_fn cb, void *arg)
+{
+    if (!j->ready || j->closing) return DFS_ENOTLEADER;
+    return enqueue(j, op, cb, arg);
+}
+
 /* ------------------------------------------------------------------------ */
 /* leadership */
+
+static void epoch_synced(void *arg, int status)
+{
+    struct journal *j = arg;
+    if (!j->starting || j->closing || raft_state(&j->raft) != RAFT_LEADER) return;
+    j->starting = false;
+    if (status != 0) {
+        log_err("journal: cannot flush the raft log; not serving");
+        return; /* the timer tries again with a new barrier */
+    }
+    j->ready = true;
+    log_notice("journal: leader (applied index %llu)",
+               (unsigned long long)raft_last_applied(&j->raft));
+    if (j->o.on_leader) j->o.on_leader(j->o.arg, true);
+}
+
+static void epoch_done(void *arg, int status, struct fs_result *res)
+{
+    struct journal *j = arg;
+    if (!j->starting) return;
+    if (status != DFS_OK || res->status != DFS_OK ||
+        journal_sync(j, epoch_synced, j) != DFS_OK)
+        j->starting = false;
+}
 
 static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct journal *j = req->data;
     j->barrier_pending = false;
     if (status != 0 || raft_state(&j->raft) != RAFT_LEADER || j->closing) return;
-    j->ready = true;
-    log_notice("journal: leader (applied index %llu)",
-               (unsigned long long)raft_last_applied(&j->raft));
-    if (j->o.on_leader) j->o.on_leader(j->o.arg, true);
+    /* Before serving: skip a range of ids and flush that (FS_EPOCH_GAP). */
+    struct fs_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = FS_OP_EPOCH;
+    j->starting = true;
+    if (enqueue(j, &op, epoch_done, j) != DFS_OK) j->starting = false;
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -379,7 +411,8 @@ static void timer_cb(uv_timer_t *t)
     if (j->trim_ticks && --j->trim_ticks == 0)
         malloc_trim(0); /* the log entries freed by the snapshot are mostly large blocks */
     bool leader = raft_state(&j->raft) == RAFT_LEADER;
-    if (leader && !j->ready && !j->barrier_pending) {
+    if (!leader) j->starting = false;
+    if (leader && !j->ready && !j->barrier_pending && !j->starting) {
         /* A new leader may only serve once every entry of earlier terms is
          * applied: a barrier commits an entry of its own term first. */
         j->barrier.data = j;

@@ -228,6 +228,18 @@ static struct wctx *wctx_new(struct rpc_req *req, unsigned op)
 
 static void op_done(void *arg, int status, struct fs_result *res);
 
+/* No server could take a new chain.  Right after an election the chunk
+ * servers are still re-registering (they reconnect with a back-off), so for
+ * one server timeout that is "try again", not "no servers". */
+static int place_fail_status(struct metad *m)
+{
+    int st = chunks_place_fail_status(m->cm);
+    if (st == DFS_ENOSERVERS && m->leader_since_ms &&
+        dfs_mono_ms() - m->leader_since_ms < m->ro.server_timeout_ms)
+        return DFS_EAGAIN;
+    return st;
+}
+
 static void submit(struct metad *m, struct wctx *w, struct fs_op *op)
 {
     op->now = dfs_now_ns();
@@ -349,7 +361,7 @@ static void grant_existing(struct wctx *w, uint64_t id)
         unsigned n = chunks_place(m->cm, goal ? goal : 1, NULL, 0, srv);
         if (!n) {
             chunks_lease_release(m->cm, c, w->session);
-            return grant_fail(w, chunks_place_fail_status(m->cm));
+            return grant_fail(w, place_fail_status(m));
         }
         for (unsigned i = 0; i < n; i++) chunks_replica_set(m->cm, c, srv[i], c->version, DFS_RS_OK);
         log_notice("chunk %llu: no copy anywhere (never written); new chain of %u",
@@ -496,7 +508,7 @@ static void grant_start(struct wctx *w)
     uint64_t id = fs_file_chunk(m->fs, w->ino, w->index);
     if (id) return grant_existing(w, id);
     w->nsrv = chunks_place(m->cm, goal ? goal : 1, NULL, 0, w->srv);
-    if (!w->nsrv) return grant_fail(w, chunks_place_fail_status(m->cm));
+    if (!w->nsrv) return grant_fail(w, place_fail_status(m));
     struct fs_op op;
     memset(&op, 0, sizeof(op));
     op.type = FS_OP_CHUNK_NEW;

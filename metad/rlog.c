@@ -316,7 +316,7 @@ static size_t rec_encode(uint8_t *p, const struct raft_entry *e, uint64_t index)
     memcpy(p + 16, &index, 8);
     memcpy(p + 24, &type, 2);
     memcpy(p + 26, &zero16, 2);
-    memcpy(p + REC_HDR, e->buf.base, len);
+    if (len) memcpy(p + REC_HDR, e->buf.base, len); /* base may be NULL when len is 0 */
     size_t total = REC_HDR + pad8(len);
     memset(p + REC_HDR + len, 0, total - REC_HDR - len);
     XXH3_state_t st;
@@ -1116,9 +1116,9 @@ static int rlog_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
     } else if (n == 0) {
         first = 1;
         if (old) {
-            seterr(l, "%s holds a raft log in libraft's own format (dfs before protocol 2); "
-                      "convert it with `metad -c CONF --convert-log` or start from an empty "
-                      "data_dir", l->dir);
+            seterr(l, "%s holds a raft log in libraft's uv format, written by an earlier dfs "
+                      "development build; this metad cannot read it: move those files away "
+                      "and start with an empty data_dir", l->dir);
             rv = RAFT_CORRUPT;
             goto out;
         }
