@@ -1308,7 +1308,11 @@ static void tick_cb(uv_timer_t *t)
                 if (s->opens.k[i]) {
                     uint64_t ino = s->opens.k[i], c = s->opens.v[i], tot = of_get(m->opens, ino);
                     of_set(m->opens, ino, tot > c ? tot - c : 0);
-                    if (tot <= c) purge_if_unused(m, ino);
+                    if (tot <= c) {
+                        /* as if the dead client had closed it */
+                        purge_if_unused(m, ino);
+                        trim_if_unwritten(m, ino);
+                    }
                 }
             of_free(&s->opens);
             free(s);

@@ -546,6 +546,20 @@ static int rlog_append(struct raft_io *io, struct raft_io_append *req,
     }
     struct seg *s = l->nseg ? &l->segs[l->nseg - 1] : NULL;
     if (!s || (s->n > 0 && s->size + need > l->seg_bytes)) {
+        /* The full segment is flushed before the next one gets a byte, so
+         * after a power loss only the last segment can end torn (load cuts
+         * that tail; a bad record anywhere else is corruption).  Cheap: the
+         * batch timer has flushed all but the last raft_sync_ms of it. */
+        if (s && s->dirty) {
+            if (fdatasync(s->fd) != 0) {
+                seterr(l, "flush raft log in %s: %s", l->dir, strerror(errno));
+                log_msg(LOG_LVL_ERR, "rlog: %s", io->errmsg);
+                l->broken = true;
+                free(x);
+                return RAFT_IOERR;
+            }
+            s->dirty = false;
+        }
         int rv = seg_create(l, l->next_index);
         if (rv) {
             free(x);
@@ -987,7 +1001,7 @@ static int load_segment(struct rlog *l, uint64_t first, bool last, struct raft_e
         size_t sz;
         if (rec_decode(p + off, len - off, &e, &idx, &sz) != 0 || idx != first + s->n) {
             if (!last) {
-                raft_free(p);
+                if (!used) raft_free(p); /* else the entries' batch */
                 seterr(l, "%s/%s: corrupt record at offset %zu", l->dir, name, off);
                 return RAFT_CORRUPT;
             }
@@ -996,7 +1010,7 @@ static int load_segment(struct rlog *l, uint64_t first, bool last, struct raft_e
             int fd = openat(l->dirfd, name, O_RDWR | O_CLOEXEC);
             if (fd < 0 || ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0) {
                 if (fd >= 0) close(fd);
-                raft_free(p);
+                if (!used) raft_free(p);
                 seterr(l, "%s/%s: cannot cut the torn tail: %s", l->dir, name, strerror(errno));
                 return RAFT_IOERR;
             }
@@ -1004,14 +1018,14 @@ static int load_segment(struct rlog *l, uint64_t first, bool last, struct raft_e
             break;
         }
         if (seg_push_off(s, off) != 0) {
-            raft_free(p);
+            if (!used) raft_free(p);
             return RAFT_NOMEM;
         }
         if (*n == *cap) {
             *cap = *cap ? *cap * 2 : 1024;
             struct raft_entry *ne = raft_realloc(*entries, *cap * sizeof(*ne));
             if (!ne) {
-                raft_free(p);
+                if (!used) raft_free(p);
                 return RAFT_NOMEM;
             }
             *entries = ne;
@@ -1098,6 +1112,15 @@ static int rlog_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
     if (l->nseg == 1 && l->segs[0].n == 0) seg_remove(l, 0);
     uint64_t first = l->nseg ? l->segs[0].first : 0;
     uint64_t last = first + n - 1;
+    if (snap && n && first <= snap->index && snap->index <= last &&
+        ents[snap->index - first].term != snap->term) {
+        /* A snapshot installed from a leader (which then removes the log)
+         * and a crash before the removal: this log disagrees with the
+         * snapshot at its index, so none of it is worth keeping. */
+        log_msg(LOG_LVL_WARNING, "rlog: log term differs from the snapshot's at index %llu; "
+                                 "dropping the log", (unsigned long long)snap->index);
+        last = 0;
+    }
     if (snap) {
         if (n == 0 || last < snap->index) {
             if (n) log_msg(LOG_LVL_INFO, "rlog: log ends before the snapshot; dropping it");

@@ -37,9 +37,14 @@
  *                       first index) then records: u32 magic, u32 length,
  *                       u64 term, u64 index, u16 type, u16 0, u32 checksum
  *                       (xxh3 of header and data), data padded to 8 bytes.
- *                       A torn record at the end of the last segment (crash
- *                       mid-write) is cut off at load; anything else that
- *                       fails its checksum refuses the load.
+ *                       A segment is flushed before the next one is started,
+ *                       so only the last can end torn (crash or power loss
+ *                       mid-write): its first bad record and everything
+ *                       after it are cut at load.  A bad record in any other
+ *                       segment refuses the load.  A log that disagrees with
+ *                       the snapshot at the snapshot's index (crash between
+ *                       installing a leader's snapshot and removing the log)
+ *                       is dropped.
  *   snap-INDEX          snapshot: header (magic, index, term, conf index,
  *                       conf length, data length, checksum), conf, data.
  *   LOCK                flock'ed while a process uses the directory.
