@@ -178,7 +178,7 @@ struct hstatus {
     bool leader_ready;
     uint64_t node_id, leader_id;
     char leader[300];
-    uint64_t raft_index;
+    uint64_t raft_index, log_bytes, log_flushes;
     struct hsrv *srv;
     uint32_t nsrv, up, down, draining;
     uint64_t cap_total, cap_used, cap_avail;
@@ -251,6 +251,7 @@ static int collect(struct metad *m, struct hstatus *st)
         if (raft && !(id && client_addr_of(m->client_peers, id, st->leader, sizeof(st->leader))))
             snprintf(st->leader, sizeof(st->leader), "%s", raft);
         st->raft_index = journal_applied(m->j);
+        journal_log_stats(m->j, &st->log_bytes, &st->log_flushes);
     }
     uint32_t n = 0;
     while (chunks_server_at(m->cm, n)) n++;
@@ -444,6 +445,10 @@ char *http_metrics_text(struct metad *m, size_t *len)
              st.leader_ready);
     prom_u64(&b, "dfs_raft_applied_index", "gauge", "last raft log index applied",
              st.raft_index);
+    prom_u64(&b, "dfs_raft_log_bytes_total", "counter", "bytes written to the raft log",
+             st.log_bytes);
+    prom_u64(&b, "dfs_raft_log_flushes_total", "counter", "fdatasync calls of the raft log",
+             st.log_flushes);
     prom_u64(&b, "dfs_servers_up", "gauge", "chunk servers not down (up or draining)", st.up);
     prom_u64(&b, "dfs_servers_down", "gauge", "chunk servers down", st.down);
     prom_u64(&b, "dfs_servers_draining", "gauge", "chunk servers draining", st.draining);

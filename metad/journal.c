@@ -445,6 +445,12 @@ int journal_sync(struct journal *j, void (*cb)(void *arg, int status), void *arg
     return rlog_sync(&j->io, cb, arg) == 0 ? DFS_OK : DFS_EIO;
 }
 
+void journal_log_stats(struct journal *j, uint64_t *bytes, uint64_t *flushes)
+{
+    uint64_t last;
+    rlog_stats(&j->io, bytes, flushes, &last);
+}
+
 void journal_stats(struct journal *j, uint64_t *ops, uint64_t *entries)
 {
     *ops = j->ops;

@@ -66,6 +66,8 @@ bool journal_ready(struct journal *j);
 /* "host:port" of the raft leader's raft address, or NULL if unknown. */
 const char *journal_leader(struct journal *j, uint64_t *id);
 uint64_t journal_applied(struct journal *j);
+/* Raft log bytes written and flushes done by this process (for /metrics). */
+void journal_log_stats(struct journal *j, uint64_t *bytes, uint64_t *flushes);
 /* Ops proposed and entries so far (for stats/bench). */
 void journal_stats(struct journal *j, uint64_t *ops, uint64_t *entries);
 

@@ -5,7 +5,7 @@
 #   dfs_cluster_up 3            # metad + 3 chunkd, waits until all registered
 #   dfs_mount                   # mounts at $MNT (foreground dfsmount, pid MOUNT_PID)
 #   ... test ...; check COND "message"
-#   dfs_pass                    # or just exit 0; the EXIT trap cleans up
+#   exit 0                      # the EXIT trap cleans up
 #
 # Variables: T (temp dir), BIN (binaries), METAD_PORT, METAD_PID,
 # CHUNKD_PORT[i], CHUNKD_PID[i], CHUNKD_DIR[i], MNT, MOUNT_PID.
