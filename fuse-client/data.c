@@ -1334,13 +1334,11 @@ static int win_start(struct dfsc *c, struct dnode *n, struct dwindow *w)
             w->seg[q].dst = p[q].src;
         }
         struct dchunk *dc = &n->chunks[p[i].index];
-        if (!dc->exists || dc->nrep == 0 || dc->fresh) {
-            /* A hole (or a chunk with no copy at all: reads fail below; or
-             * one we were handed with CREATE and have not written). */
+        if (!dc->exists || dc->fresh) {
+            /* A hole, or a chunk we were handed with CREATE and have not
+             * written. */
             for (size_t q = i; q < j; q++)
                 memset(p[q].src, 0, p[q].len);
-            if (dc->exists && !dc->fresh && w->status == DFS_OK)
-                w->status = DFS_EIO;
             i = j;
             continue;
         }
@@ -1351,6 +1349,14 @@ static int win_start(struct dfsc *c, struct dnode *n, struct dwindow *w)
         r->len = (uint32_t)len;
         r->seg0 = i;
         r->nseg = j - i;
+        if (dc->nrep == 0) {
+            /* No copy known: right after a metad failover the chunk servers
+             * are still reporting what they hold.  win_finish asks metad
+             * again, with a back-off, until the call's deadline. */
+            r->res.status = DFS_ENOSERVERS;
+            i = j;
+            continue;
+        }
         rreq_send(c, w, r, dc, pick_replica(c, dc, 0));
         i = j;
     }
@@ -1391,7 +1397,8 @@ static int win_finish(struct dfsc *c, struct dnode *n, struct dwindow *w)
                       (unsigned long long)n->ino, (unsigned long long)r->index, r->srv_id,
                       dfs_strerror(st));
             if (!retryable(st) || dfs_mono_ms() >= deadline) {
-                w->status = st;
+                /* no copy reachable is an I/O error for a reader */
+                w->status = st == DFS_ENOSERVERS ? DFS_EIO : st;
                 break;
             }
             int slot = pick_replica(c, dc, r->tried);

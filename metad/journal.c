@@ -546,6 +546,7 @@ struct journal *journal_open(uv_loop_t *loop, struct fs *fs, const struct journa
         .dir = j->dir,
         .sync_mode = opts->sync_mode,
         .sync_ms = opts->sync_ms,
+        .segment_bytes = opts->segment_bytes,
     };
     rv = rlog_init(&j->io, &j->net, loop, &ro);
     if (rv) {

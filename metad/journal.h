@@ -42,6 +42,7 @@ struct journal_opts {
     unsigned snapshot_threshold; /* entries between snapshots (100000) */
     int sync_mode;               /* RLOG_SYNC_ALWAYS or RLOG_SYNC_BATCH (rlog.h) */
     unsigned sync_ms;            /* BATCH: flush at most this long after a write */
+    size_t segment_bytes;        /* log segment size (0 = 8 MiB) */
     /* called once leadership is usable (after the barrier) or lost */
     void (*on_leader)(void *arg, bool leader);
     void *arg;

@@ -38,6 +38,8 @@ static const struct cfg_key keys[] = {
      "batch: acknowledge once the raft log is written, flush within raft_sync_ms and on "
      "every fsync; always: flush before acknowledging any change"},
     {"raft_sync_ms", CFG_U64, "50", 1, 10000, "batch mode: longest time a log write waits for its flush"},
+    {"raft_segment_size", CFG_SIZE, "8M", 65536, 1ull << 30,
+     "raft log segment file size (whole segments are removed after snapshots)"},
     {"snapshot_threshold", CFG_U64, "100000", 64, 100000000, "log entries between snapshots"},
     {"min_free", CFG_SIZE, "1G", 0, 0, "a chunkd with less free space is full"},
     {"chunkd_timeout_ms", CFG_U64, "5000", 100, 600000, "deadline of metad -> chunkd calls"},
@@ -284,6 +286,7 @@ int main(int argc, char **argv)
         .snapshot_threshold = (unsigned)cfg_u64(c, "snapshot_threshold"),
         .sync_mode = sync_mode,
         .sync_ms = (unsigned)cfg_u64(c, "raft_sync_ms"),
+        .segment_bytes = (size_t)cfg_u64(c, "raft_segment_size"),
         .on_leader = mserv_on_leader,
         .arg = &M,
     };

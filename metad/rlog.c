@@ -834,6 +834,9 @@ static void snap_after_cb(uv_work_t *w, int status)
             l->snap_index = op->snap->index;
             if (op->trailing == 0) {
                 /* installed from the leader: the log restarts after it */
+                log_msg(LOG_LVL_NOTICE, "rlog: installed a snapshot at index %llu (term %llu) "
+                                        "from the leader", (unsigned long long)op->snap->index,
+                        (unsigned long long)op->snap->term);
                 while (l->nseg) seg_remove(l, l->nseg - 1);
                 l->next_index = op->snap->index + 1;
             } else if (op->snap->index > op->trailing) {

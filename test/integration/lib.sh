@@ -202,6 +202,9 @@ dfs_cleanup() {
         rc=1; DFS_FAILED=1
     fi
     if [ "$DFS_FAILED" = 0 ] && [ "$DFS_KEEP" = 0 ]; then rm -rf "$T"; else echo "kept $T"; fi
+    # A test's own EXIT trap may run commands before calling us and so hide
+    # the exit status of fail(): DFS_FAILED still tells.
+    [ "$DFS_FAILED" = 1 ] && [ $rc = 0 ] && rc=1
     exit $rc
 }
 declare -a DFS_NETNS=()
