@@ -244,6 +244,16 @@ int codec_encode_status(struct dfs_wbuf *wb, uint64_t req_id, unsigned op, uint3
     return encode_frame(wb, DFS_KIND_RESPONSE, req_id, op, &mdm_status, &s);
 }
 
+int codec_wbuf_set_req_id(struct dfs_wbuf *wb, uint64_t id)
+{
+    uint8_t *d = (uint8_t *)wb->data;
+    if (wb->len < DFS_FRAME_HDR + 11 || d[4] != 0x94 || d[5] > 0x7f || d[6] != 0xcf)
+        return DFS_EINVAL;
+    for (int i = 0; i < 8; i++)
+        d[7 + i] = (uint8_t)(id >> (56 - 8 * i));
+    return DFS_OK;
+}
+
 void codec_wbuf_free(struct dfs_wbuf *wb)
 {
     free(wb->data);

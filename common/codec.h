@@ -52,6 +52,13 @@ int codec_encode_status(struct dfs_wbuf *wb, uint64_t req_id, unsigned op, uint3
 
 void codec_wbuf_free(struct dfs_wbuf *wb);
 
+/* Overwrite the req_id of an encoded frame in place.  The encoder writes a
+ * u64 in the shortest msgpack form, so callers that encode ahead of time use
+ * UINT64_MAX as a placeholder: that forces the 9-byte form [0xcf + 8 bytes]
+ * at a fixed offset, which any msgpack reader accepts for a smaller value
+ * too.  DFS_EINVAL if the frame was not encoded that way. */
+int codec_wbuf_set_req_id(struct dfs_wbuf *wb, uint64_t id);
+
 /*
  * Decode one frame body (the bytes after the 4-byte length header).
  * On DFS_OK, `f` owns `buf` (which must be malloc'ed) and must be released

@@ -10,7 +10,10 @@
 /*
  * A connection to the metad cluster for dfsmount, dfsctl, tests and
  * benchmarks.  Thread-safe: any thread may call mclient_call() concurrently
- * (the calls are pipelined on one connection run by an rpc_mt loop thread).
+ * (the calls are pipelined on one TCP connection).  A call runs on the
+ * calling thread: it writes its request itself, and one waiting caller at a
+ * time reads the socket and hands each answer to its caller, so a lone call
+ * costs no thread hand-over (metadata ops are latency-bound: rm -rf, untar).
  *
  * Every client->metad request struct starts with `struct dfs_cred cred`.
  * mclient_call() fills cred.session with this client's session id and, for
@@ -36,7 +39,8 @@ struct mclient_opts {
 };
 
 /* Returns NULL with a reason in err (bad address list, out of memory).
- * Does not wait for the connection; the first call does. */
+ * Does not wait for the connection; the first call does.  `mt` is not used
+ * any more (calls need no loop thread); it may be NULL. */
 struct mclient *mclient_new(struct rpc_mt *mt, const struct mclient_opts *opts, char *err,
                             size_t errlen);
 void mclient_free(struct mclient *m);

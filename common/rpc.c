@@ -424,21 +424,6 @@ static int conn_write(struct rpc_conn *c, struct dfs_wbuf *wb, struct rpc_pendin
     return DFS_OK;
 }
 
-/* Overwrite the req_id of an encoded frame in place.  The encoder writes a
- * u64 with the shortest msgpack form, so callers that encode ahead of time
- * (rpc_mt) use UINT64_MAX as a placeholder: that forces the 9-byte form
- * [0xcf + 8 bytes] at a fixed offset, which any msgpack reader accepts for
- * a smaller value too. */
-static int wbuf_set_req_id(struct dfs_wbuf *wb, uint64_t id)
-{
-    uint8_t *d = (uint8_t *)wb->data;
-    if (wb->len < DFS_FRAME_HDR + 11 || d[4] != 0x94 || d[5] > 0x7f || d[6] != 0xcf)
-        return DFS_EINVAL;
-    for (int i = 0; i < 8; i++)
-        d[7 + i] = (uint8_t)(id >> (56 - 8 * i));
-    return DFS_OK;
-}
-
 static void conn_flush_queue(struct rpc_conn *c)
 {
     while (c->ready && c->q_head != NULL) {
@@ -1158,7 +1143,7 @@ static int call_queue(struct rpc_conn *c, struct dfs_wbuf *wb, uint32_t timeout_
     if (p == NULL)
         goto err_nomem;
     p->req_id = c->next_id++;
-    if (wbuf_set_req_id(wb, p->req_id) != DFS_OK) {
+    if (codec_wbuf_set_req_id(wb, p->req_id) != DFS_OK) {
         free(p);
         codec_wbuf_free(wb);
         return DFS_EINVAL;
@@ -1603,7 +1588,7 @@ int rpc_mt_submit(struct rpc_mt *mt, struct rpc_conn *c, unsigned op, const void
         r->status = DFS_ENOMEM;
         return DFS_ENOMEM;
     }
-    /* The placeholder id forces the fixed-size form (see wbuf_set_req_id). */
+    /* The placeholder id forces the fixed-size form (see codec_wbuf_set_req_id). */
     int rc = codec_encode(&s->wb, DFS_KIND_REQUEST, UINT64_MAX, op, body);
     if (rc != DFS_OK) {
         free(s);

@@ -42,6 +42,7 @@ struct dent {
     uint64_t ino;
     uint64_t cookie; /* per-directory, increasing, never reused: stable readdir */
     uint32_t hash;
+    uint32_t pos; /* index in the directory's order[] */
     uint8_t nlen;
     char name[]; /* NUL-terminated */
 };
@@ -250,7 +251,10 @@ static void dir_compact(struct dir *d)
 {
     uint32_t j = 0;
     for (uint32_t i = 0; i < d->olen; i++)
-        if (d->order[i]) d->order[j++] = d->order[i];
+        if (d->order[i]) {
+            d->order[i]->pos = j;
+            d->order[j++] = d->order[i];
+        }
     d->olen = j;
     d->holes = 0;
     if (d->ocap > 16 && d->olen * 4 < d->ocap) {
@@ -291,6 +295,7 @@ static struct dent *dir_insert(struct dir *d, const char *name, size_t nlen, uin
             d->order = xrealloc(d->order, d->ocap * sizeof(*d->order));
         }
     }
+    e->pos = d->olen;
     d->order[d->olen++] = e;
     d->count++;
     return e;
@@ -336,9 +341,10 @@ static void dir_remove(struct dir *d, struct dent *e)
         }
     }
     /* order array: leave a hole */
-    uint32_t p = e->cookie ? dir_order_after(d, e->cookie - 1) : 0;
-    while (p < d->olen && d->order[p] != e) p++;
-    assert(p < d->olen);
+    /* (rm -rf removes in listing order: a search over the run of holes
+     * at the front would cost O(holes) per removal) */
+    uint32_t p = e->pos;
+    assert(p < d->olen && d->order[p] == e);
     d->order[p] = NULL;
     d->holes++;
     d->count--;
