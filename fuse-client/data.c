@@ -161,7 +161,7 @@ int dfsc_init(struct dfsc *c)
     if (c->ra_max == 0)
         c->ra_max = 8u << 20;
     if (c->wbuf_max == 0)
-        c->wbuf_max = 16u << 20;
+        c->wbuf_max = 2u << 20;
     if (c->chunk_timeout_ms == 0)
         c->chunk_timeout_ms = DFS_MIN(c->timeout_ms, 30000u);
     return c->buckets ? 0 : -1;

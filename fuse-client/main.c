@@ -23,7 +23,7 @@ static const struct cfg_key conf_keys[] = {
     {"attr_timeout", CFG_U64, "1000", 0, 3600000, "attribute cache time (ms)"},
     {"entry_timeout", CFG_U64, "1000", 0, 3600000, "name cache time (ms)"},
     {"readahead", CFG_SIZE, "8M", 0, 64u << 20, "largest read-ahead window per file"},
-    {"write_buffer", CFG_SIZE, "16M", 1u << 20, 256u << 20, "buffered bytes per file"},
+    {"write_buffer", CFG_SIZE, "2M", 1u << 20, 256u << 20, "buffered bytes per file"},
     {"prealloc", CFG_BOOL, "no", 0, 0, "ask CREATE to allocate chunk 0 (saves a GRANT per new file)"},
     {"fresh_dirs", CFG_BOOL, "no", 0, 0,
      "answer lookups in directories this mount just created locally (breaks close-to-open for other clients' new names for entry_timeout)"},

@@ -82,7 +82,7 @@ start() {
     if mountpoint -q "$MNT"; then
         echo "  $MNT is already mounted"
     else
-        start_bg dfsmount "$VAR/log/dfsmount.log" "$BIN/dfsmount" -f "127.0.0.1:$METAD_PORT" "$MNT"
+        start_bg dfsmount "$VAR/log/dfsmount.log" "$BIN/dfsmount" -f "127.0.0.1:$METAD_PORT" "$MNT" ${DFSMOUNT_OPTS:+-o "$DFSMOUNT_OPTS"}
         wait_until 20 mountpoint -q "$MNT" || die "mount failed: see $VAR/log/dfsmount.log"
     fi
     cat <<MSG
