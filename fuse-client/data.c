@@ -1545,6 +1545,26 @@ static bool win_has(const struct dwindow *w, uint64_t off)
     return w && off >= w->off && off < w->off + w->len;
 }
 
+void data_open_prefetch(struct dfsc *c, struct dnode *n)
+{
+    if (c->ra_max == 0 || n->win[0] || n->win[1] || n->next || n->flight)
+        return;
+    uint64_t size = node_size(n);
+    if (size == 0)
+        return;
+    size_t len = (size_t)DFS_MIN(size, (uint64_t)RA_MIN);
+    struct dwindow *w = win_new(0, len, NULL);
+    if (w == NULL)
+        return;
+    if (win_start(c, n, w) != DFS_OK) {
+        win_free(c, n, w);
+        return;
+    }
+    n->win[1] = w; /* promoted by the first read at 0 */
+    n->seq_next = 0;
+    n->ra_size = (uint32_t)len;
+}
+
 int data_read(struct dfsc *c, struct dnode *n, uint64_t off, size_t len, char *buf,
               size_t *got)
 {

@@ -189,4 +189,9 @@ void data_cred(struct dfs_cred *cr, uint32_t uid, uint32_t gid, uint64_t *groups
  * disk. */
 int data_meta_barrier(struct dfsc *c, uint64_t ino);
 
+/* A file opened for reading whose pages the kernel does not keep: start
+ * reading its first window (up to 1 MiB) now, so the first READ finds the
+ * data on its way (n->mu held). */
+void data_open_prefetch(struct dfsc *c, struct dnode *n);
+
 #endif /* DFS_FUSE_DATA_H */

@@ -874,6 +874,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    if (!fi->keep_cache && (fi->flags & O_ACCMODE) == O_RDONLY && S_ISREG(a.mode)) {
+        /* cat, cp, a compiler reading a header: the READ follows at once */
+        pthread_mutex_lock(&n->mu);
+        data_open_prefetch(c, n);
+        pthread_mutex_unlock(&n->mu);
+    }
     dnode_put(c, n);
     if (fuse_reply_open(req, fi) != 0) {
         meta_release(c, ino, fh->flags);
