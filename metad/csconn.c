@@ -284,18 +284,6 @@ int csconn_truncate(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_
     return call(m, server_id, DFS_OP_TRUNCATE, &b, x);
 }
 
-int csconn_delete(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version)
-{
-    struct callctx *x = calloc(1, sizeof(*x));
-    if (!x) return DFS_ENOMEM;
-    *x = (struct callctx){NULL, NULL, NULL, server_id, chunk, 0};
-    struct dfs_msg_chunk_req b;
-    memset(&b, 0, sizeof(b));
-    b.chunk_id = chunk;
-    b.version = version;
-    return call(m, server_id, DFS_OP_DELETE, &b, x);
-}
-
 int csconn_delete_cb(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version,
                      void (*cb)(void *arg, int status, uint64_t length), void *arg)
 {
@@ -307,6 +295,11 @@ int csconn_delete_cb(struct metad *m, uint32_t server_id, uint64_t chunk, uint32
     b.chunk_id = chunk;
     b.version = version;
     return call(m, server_id, DFS_OP_DELETE, &b, x);
+}
+
+int csconn_delete(struct metad *m, uint32_t server_id, uint64_t chunk, uint32_t version)
+{
+    return csconn_delete_cb(m, server_id, chunk, version, NULL, NULL);
 }
 
 int csconn_replicate(struct metad *m, uint32_t target, uint64_t chunk, uint32_t version,

@@ -744,6 +744,16 @@ bad:
     return RAFT_CORRUPT;
 }
 
+/* Free a snapshot built by snap_read (every piece raft_malloc'ed). */
+static void snap_destroy(struct raft_snapshot *s)
+{
+    if (!s) return;
+    raft_configuration_close(&s->configuration);
+    raft_free(s->bufs[0].base);
+    raft_free(s->bufs);
+    raft_free(s);
+}
+
 static int snap_write(int dirfd, const struct raft_snapshot *s, char *err, size_t errlen)
 {
     size_t clen = conf_encoded_size(&s->configuration), dlen = 0;
@@ -848,11 +858,8 @@ static void snap_after_cb(uv_work_t *w, int status)
         op->put->cb(op->put, l->closing ? RAFT_CANCELED : op->status);
     } else {
         struct raft_snapshot *s = op->loaded;
-        if (l->closing && s) {
-            raft_configuration_close(&s->configuration);
-            raft_free(s->bufs[0].base);
-            raft_free(s->bufs);
-            raft_free(s);
+        if (l->closing) {
+            snap_destroy(s);
             s = NULL;
         }
         op->get->cb(op->get, s, l->closing ? RAFT_CANCELED : op->status);
@@ -875,42 +882,38 @@ static void snap_next(struct rlog *l)
     }
 }
 
-static int snap_enqueue(struct rlog *l, struct snapop *op)
+/* Queue `op` (filled by the caller) behind the snapshot work in progress. */
+static void snap_enqueue(struct rlog *l, struct snapop *op)
 {
     op->l = l;
     if (l->sq_tail) l->sq_tail->next = op;
     else l->sq_head = op;
     l->sq_tail = op;
     snap_next(l);
-    return 0;
 }
 
 static int rlog_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
                              const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
 {
     struct rlog *l = L(io);
-    if (l->closing) return RAFT_CANCELED;
-    struct snapop *op = calloc(1, sizeof(*op));
-    if (!op) return RAFT_NOMEM;
-    op->kind = SNAP_PUT;
-    op->put = req;
+    struct snapop *op = l->closing ? NULL : calloc(1, sizeof(*op));
+    if (!op) return l->closing ? RAFT_CANCELED : RAFT_NOMEM;
+    *op = (struct snapop){.kind = SNAP_PUT, .put = req, .snap = snapshot, .trailing = trailing};
     req->cb = cb;
-    op->snap = snapshot;
-    op->trailing = trailing;
-    return snap_enqueue(l, op);
+    snap_enqueue(l, op);
+    return 0;
 }
 
 static int rlog_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
                              raft_io_snapshot_get_cb cb)
 {
     struct rlog *l = L(io);
-    if (l->closing) return RAFT_CANCELED;
-    struct snapop *op = calloc(1, sizeof(*op));
-    if (!op) return RAFT_NOMEM;
-    op->kind = SNAP_GET;
-    op->get = req;
+    struct snapop *op = l->closing ? NULL : calloc(1, sizeof(*op));
+    if (!op) return l->closing ? RAFT_CANCELED : RAFT_NOMEM;
+    *op = (struct snapop){.kind = SNAP_GET, .get = req};
     req->cb = cb;
-    return snap_enqueue(l, op);
+    snap_enqueue(l, op);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1191,12 +1194,7 @@ static int rlog_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
 out:
     free(segs);
     free(snaps);
-    if (snap) {
-        raft_configuration_close(&snap->configuration);
-        raft_free(snap->bufs[0].base);
-        raft_free(snap->bufs);
-        raft_free(snap);
-    }
+    snap_destroy(snap);
     if (ents) free_loaded(ents, n);
     return rv;
 }
@@ -1280,12 +1278,7 @@ static int rlog_recover(struct raft_io *io, const struct raft_configuration *con
     size_t n;
     int rv = rlog_load(io, &t, &v, &snap, &start, &ents, &n);
     if (rv) return rv;
-    if (snap) {
-        raft_configuration_close(&snap->configuration);
-        raft_free(snap->bufs[0].base);
-        raft_free(snap->bufs);
-        raft_free(snap);
-    }
+    snap_destroy(snap);
     if (ents) free_loaded(ents, n);
     struct raft_entry e;
     rv = conf_entry(conf, l->term, &e);
