@@ -121,11 +121,7 @@ int scrub_start(struct store *st, uint64_t rate)
 {
     if (!X.cv_init) {
         /* nap() computes deadlines on the monotonic clock. */
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&X.cv, &ca);
-        pthread_condattr_destroy(&ca);
+        dfs_cond_init_mono(&X.cv);
         X.cv_init = true;
     }
     X.st = st;

@@ -573,11 +573,7 @@ static int attempt(struct mclient *m, struct dfs_wbuf *wb, uint32_t timeout_ms, 
 
     struct waiter w;
     memset(&w, 0, sizeof(w));
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w.cv, &ca);
-    pthread_condattr_destroy(&ca);
+    dfs_cond_init_mono(&w.cv);
     w.sk = s;
     w.status = DFS_EAGAIN;
 

@@ -32,6 +32,15 @@ uint64_t dfs_mono_ms(void)
     return dfs_mono_ns() / 1000000ULL;
 }
 
+void dfs_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 uint64_t dfs_random_u64(void)
 {
     uint64_t v = 0;

@@ -2,6 +2,7 @@
 #ifndef DFS_UTIL_H
 #define DFS_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,9 @@ int64_t dfs_now_ns(void);
 /* Monotonic clock, milliseconds / nanoseconds. */
 uint64_t dfs_mono_ms(void);
 uint64_t dfs_mono_ns(void);
+/* pthread_cond_init with CLOCK_MONOTONIC for pthread_cond_timedwait, so
+ * deadlines computed from dfs_mono_ms() hold across wall-clock jumps. */
+void dfs_cond_init_mono(pthread_cond_t *cv);
 
 /* A random 64-bit value from getrandom(2) (never 0). */
 uint64_t dfs_random_u64(void);

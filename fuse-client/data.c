@@ -309,16 +309,7 @@ void dnode_open_drop(struct dfsc *c, struct dnode *n, bool writer)
         n->nopen--;
     if (writer && n->nwriters)
         n->nwriters--;
-    bool last = n->nopen == 0;
     pthread_mutex_unlock(&c->itab_mu);
-    if (last) {
-        /* metad ends our write leases on the file at its last RELEASE (also
-         * grants taken by an fsync on a read-only handle): forget them. */
-        pthread_mutex_lock(&n->mu);
-        for (size_t i = 0; i < n->nchunks; i++)
-            n->chunks[i].grant_until_ms = 0;
-        pthread_mutex_unlock(&n->mu);
-    }
 }
 
 void dnode_set_attr(struct dnode *n, const struct dfs_attr *a)

@@ -814,6 +814,25 @@ static void meta_release(struct dfsc *c, uint64_t ino, uint32_t flags)
         log_warn("release of inode %llu: %s", (unsigned long long)ino, dfs_strerror(st));
 }
 
+/* Close handle fh of node n: our last handle's RELEASE ends our write
+ * leases at metad (also grants taken by an fsync on a read-only handle) and
+ * may let it drop chunks of an empty file, so forget them before it can act
+ * on it, not after: a handle opened meanwhile must GRANT afresh. */
+static void release_handle(struct dfsc *c, struct dnode *n, uint64_t ino, struct dfh *fh)
+{
+    pthread_mutex_lock(&c->itab_mu);
+    bool last = n->nopen <= 1;
+    pthread_mutex_unlock(&c->itab_mu);
+    if (last) {
+        pthread_mutex_lock(&n->mu);
+        for (size_t i = 0; i < n->nchunks; i++)
+            n->chunks[i].grant_until_ms = 0;
+        pthread_mutex_unlock(&n->mu);
+    }
+    meta_release(c, ino, fh->flags);
+    dnode_open_drop(c, n, fh->writer);
+}
+
 /* Set up the open file after OPEN/CREATE answered with attributes a.
  * Returns the handle; decides keep_cache (close-to-open coherence). */
 static struct dfh *open_setup(struct dfsc *c, struct dnode *n, const struct dfs_attr *a,
@@ -882,8 +901,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     dnode_put(c, n);
     if (fuse_reply_open(req, fi) != 0) {
-        meta_release(c, ino, fh->flags);
-        dnode_open_drop(c, n, fh->writer);
+        release_handle(c, n, ino, fh);
         free(fh);
     }
 }
@@ -940,8 +958,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     dnode_lookup_add(c, n, 1);
     dnode_put(c, n);
     if (fuse_reply_create(req, &e, fi) != 0) {
-        meta_release(c, a.ino, fh->flags);
-        dnode_open_drop(c, n, fh->writer);
+        release_handle(c, n, a.ino, fh);
         dnode_forget(c, a.ino, 1);
         free(fh);
     }
@@ -1015,20 +1032,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             log_warn("inode %llu: data lost at close: %s", (unsigned long long)ino,
                      dfs_strerror(st));
     }
-    /* Our last handle: metad ends our leases with this RELEASE (and may
-     * then drop chunks of an empty file), so forget them before it can act
-     * on it, not after: a handle opened meanwhile must GRANT afresh. */
-    pthread_mutex_lock(&c->itab_mu);
-    bool last = n->nopen <= 1;
-    pthread_mutex_unlock(&c->itab_mu);
-    if (last) {
-        pthread_mutex_lock(&n->mu);
-        for (size_t i = 0; i < n->nchunks; i++)
-            n->chunks[i].grant_until_ms = 0;
-        pthread_mutex_unlock(&n->mu);
-    }
-    meta_release(c, ino, fh->flags);
-    dnode_open_drop(c, n, fh->writer);
+    release_handle(c, n, ino, fh);
     /* The node may now be freed if the kernel already forgot it. */
     struct dnode *tmp = dnode_find(c, ino);
     dnode_put(c, tmp);

@@ -438,7 +438,12 @@ static void start_sync(struct rlog *l)
     unsigned need = 1;
     for (unsigned i = 0; i < l->nseg; i++) need += l->segs[i].dirty;
     int *fds = realloc(l->sync_fds, need * sizeof(int));
-    if (!fds) return; /* retried by the next append or waiter */
+    if (!fds) {
+        /* out of memory: try again shortly rather than leave waiters */
+        uv_timer_start(&l->sync_timer, sync_timer_cb, 10, 0);
+        l->timer_armed = true;
+        return;
+    }
     l->sync_fds = fds;
     l->nsync_fds = 0;
     for (unsigned i = 0; i < l->nseg; i++) {
